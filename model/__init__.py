@@ -1,0 +1,1 @@
+"""Model: pose-sequence classifiers, their evaluation and active learning (later issues)."""

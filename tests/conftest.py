@@ -1,0 +1,32 @@
+"""Shared fixtures: the real data in ../shared/data (skipped when absent) and throw-away projects."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FORMCHECK_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, the third-party videos and keypoints read in place."""
+    if not (SHARED_DATA / "videos" / "manifest.csv").exists():
+        pytest.skip(f"real test data not found at {SHARED_DATA} (../shared/data beside the project)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def videos(shared_data: Path) -> Path:
+    return shared_data / "videos"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """An empty project folder."""
+    d = tmp_path / "project"
+    d.mkdir()
+    return d
