@@ -80,7 +80,8 @@ def migration(fn: Callable[[sqlite3.Connection], None]) -> Callable[[sqlite3.Con
 
 @migration
 def m001_initial(conn: sqlite3.Connection) -> None:
-    conn.executescript(
+    _script(
+        conn,
         """
         CREATE TABLE exercises (
             name TEXT PRIMARY KEY,
@@ -182,6 +183,13 @@ def m001_initial(conn: sqlite3.Connection) -> None:
             "INSERT INTO criteria (exercise, name, description) VALUES (?, ?, ?)",
             [(ex.name, c.name, c.description) for c in ex.criteria],
         )
+
+
+def _script(conn: sqlite3.Connection, sql: str) -> None:
+    """Run several statements inside the open transaction (executescript would commit it first)."""
+    for statement in sql.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def migrate(db: sqlite_utils.Database) -> int:

@@ -1,0 +1,151 @@
+"""The SQLite store: schema, pragmas, append-only labels, consensus, atomic writes, concurrent writers."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+
+import pytest
+
+from curation import catalogue, store
+from curation.project import Project, UnsafePath
+
+
+@pytest.fixture
+def project(data_dir) -> Project:
+    return Project.open(data_dir)
+
+
+def _clip(clip_id: str, exercise: str = "squat", **extra) -> dict:
+    return {"id": clip_id, "video_id": None, "exercise": exercise, "start_frame": 0, "end_frame": 30, "fps": 30.0,
+            "method": "imported", "pose_path": f"poses/{clip_id}.npy", **extra}
+
+
+def test_connection_uses_wal_busy_timeout_and_foreign_keys(project):
+    with store.connect(project) as db:
+        assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+        assert db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_migrations_apply_once_and_seed_the_catalogue(project):
+    with store.connect(project) as db:
+        assert store.migrate(db) == len(store.MIGRATIONS)  # a second run changes nothing
+        versions = [r[0] for r in db.conn.execute("SELECT version FROM _migrations")]
+    assert versions == list(range(1, len(store.MIGRATIONS) + 1))
+    exercises = {e["name"]: e for e in store.list_exercises(project)}
+    assert len(exercises) == len(catalogue.EXERCISES) >= 10
+    for name in ("squat", "deadlift", "push-up", "lunge", "bicep curl", "shoulder press", "plank", "pull-up",
+                 "crunch", "hip thrust"):
+        assert exercises[name]["criteria"], name
+        assert exercises[name]["joints"], name
+    assert {"depth", "knee_valgus", "heel_lift", "trunk_lean"} <= {c["name"] for c in exercises["squat"]["criteria"]}
+
+
+def test_a_double_click_with_one_request_id_records_one_event(project):
+    store.add_clips(project, [_clip("a")], [])
+    event = {"clip_id": "a", "annotator": "kim", "verdict": "correct", "request_id": "click-1"}
+    first = store.add_label_event(project, event)
+    second = store.add_label_event(project, event)
+    assert first is not None and second is None
+    with store.connect(project) as db:
+        assert db["label_events"].count == 1
+
+
+def test_labels_are_appended_and_undo_restores_the_previous_verdict(project):
+    store.add_clips(project, [_clip("a")], [])
+    first = store.add_label_event(project, {"clip_id": "a", "annotator": "kim", "verdict": "correct"})
+    second = store.add_label_event(project, {"clip_id": "a", "annotator": "kim", "verdict": "incorrect",
+                                             "criteria": {"depth": "fail"}})
+    assert [r["verdict"] for r in store.current_labels(project)] == ["incorrect"]
+    store.add_label_event(project, {"clip_id": "a", "annotator": "kim", "kind": "undo", "undoes": second})
+    current = store.current_labels(project)
+    assert [(r["id"], r["verdict"]) for r in current] == [(first, "correct")]
+    with store.connect(project) as db:
+        assert db["label_events"].count == 3  # nothing overwritten or deleted
+
+
+def test_consensus_is_the_majority_and_a_tie_is_undecided(project):
+    store.add_clips(project, [_clip("a"), _clip("b")], [])
+    for who, verdict in (("kim", "incorrect"), ("lee", "incorrect"), ("max", "correct")):
+        store.add_label_event(project, {"clip_id": "a", "annotator": who, "verdict": verdict,
+                                        "criteria": {"depth": "fail" if verdict == "incorrect" else "pass"}})
+    for who, verdict in (("kim", "correct"), ("lee", "incorrect")):
+        store.add_label_event(project, {"clip_id": "b", "annotator": who, "verdict": verdict})
+    consensus = store.consensus_labels(project)
+    assert consensus["a"]["label"] == "incorrect"
+    assert consensus["a"]["votes"] == {"correct": 1, "incorrect": 2}
+    assert consensus["a"]["criteria"] == {"depth": "fail"}
+    assert consensus["b"]["label"] is None
+
+
+def test_skip_is_not_a_label(project):
+    store.add_clips(project, [_clip("a")], [])
+    store.add_label_event(project, {"clip_id": "a", "annotator": "kim", "verdict": "skip"})
+    assert store.current_labels(project) == []
+    assert store.stats(project)["labelled"] == 0
+
+
+def test_bad_label_requests_are_refused_with_a_reason(project):
+    store.add_clips(project, [_clip("a")], [])
+    with pytest.raises(store.StoreError, match="annotator"):
+        store.add_label_event(project, {"clip_id": "a", "annotator": "  ", "verdict": "correct"})
+    with pytest.raises(store.StoreError, match="verdict"):
+        store.add_label_event(project, {"clip_id": "a", "annotator": "kim", "verdict": "maybe"})
+    with pytest.raises(store.StoreError, match="no clip"):
+        store.add_label_event(project, {"clip_id": "zzz", "annotator": "kim", "verdict": "correct"})
+    with store.connect(project) as db:
+        assert db["label_events"].count == 0
+
+
+def test_a_video_and_its_clips_are_written_all_or_nothing(project):
+    video = {"id": "v1", "source_key": "k1", "source": "s", "title": "t", "uploader": "", "exercise": "squat",
+             "video_path": "videos/v1.mp4", "pose_path": "poses/v1.npz", "frames": 90, "fps": 30.0, "width": 640,
+             "height": 360, "person_share": 1.0, "trimmed_share": 0.1, "group_name": "v1"}
+    good = {**_clip("v1_000"), "video_id": "v1", "method": "repetition", "pose_path": None}
+    broken = {**good, "id": "v1_001", "start_frame": 40, "end_frame": 40}  # violates end > start
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_video(project, video, [good, broken])
+    assert store.list_videos(project) == [] and store.list_clips(project) == []
+    store.add_video(project, video, [good])
+    assert store.find_video(project, "k1")["clips"] == 1
+
+
+def test_stats_count_videos_clips_and_labelled_per_exercise(project):
+    store.add_clips(project, [_clip("a"), _clip("b"), _clip("c", "plank")],
+                    [{"clip_id": "a", "annotator": "import", "verdict": "correct"}])
+    assert store.stats(project) == {
+        "videos": 0, "clips": 3, "labelled": 1,
+        "per_exercise": {"plank": {"clips": 1, "labelled": 0}, "squat": {"clips": 2, "labelled": 1}},
+    }
+
+
+def test_paths_outside_the_project_are_refused(project):
+    assert project.path("videos/x.mp4") == project.root / "videos" / "x.mp4"
+    for bad in ("../x", "/etc/passwd", "videos/../../x"):
+        with pytest.raises(UnsafePath):
+            project.path(bad)
+
+
+def _label_many(root: str, worker: int, n: int) -> None:
+    project = Project.open(root)
+    for i in range(n):
+        store.add_label_event(project, {"clip_id": f"c{i % 20}", "annotator": f"coach{worker}",
+                                        "verdict": "correct" if i % 2 else "incorrect",
+                                        "request_id": f"{worker}-{i}"})
+
+
+def test_concurrent_writers_lose_and_double_nothing(project):
+    store.add_clips(project, [_clip(f"c{i}") for i in range(20)], [])
+    workers, per_worker = 4, 150
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_label_many, args=(str(project.root), w, per_worker)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * workers
+    with store.connect(project) as db:
+        assert db["label_events"].count == workers * per_worker
+        assert db.conn.execute("SELECT count(DISTINCT request_id) FROM label_events").fetchone()[0] == workers * per_worker
+    assert len(store.current_labels(project)) == workers * 20
