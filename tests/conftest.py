@@ -30,3 +30,21 @@ def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "project"
     d.mkdir()
     return d
+
+
+@pytest.fixture(scope="session")
+def video_server(videos: Path):
+    """A real HTTP server on 127.0.0.1 serving ../shared/data/videos in place; yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep pytest output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(videos)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

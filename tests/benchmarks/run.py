@@ -1,0 +1,20 @@
+"""`make bench`: every benchmark in one run, each printing its figures and ratios (no timed assertions)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks import bench_pipeline, bench_pose  # noqa: E402
+
+
+def main(argv: list[str]) -> None:
+    quick = ["--quick"] if "--quick" in argv else []
+    bench_pose.main(quick)
+    bench_pipeline.main(quick)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
