@@ -22,8 +22,11 @@ STALE_SECONDS = 300  # a running job silent this long is taken for dead even if 
 MAX_ATTEMPTS = 2  # a job whose worker died is run once more, then marked failed
 
 
-class Cancelled(Exception):
-    """The user cancelled the job."""
+class Cancelled(RuntimeError):
+    """Long work stopped because the caller's `cancelled()` returned True (the user pressed Cancel)."""
+
+    def __init__(self, message: str = "cancelled") -> None:
+        super().__init__(message)
 
 
 class JobFailed(Exception):
