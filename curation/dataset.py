@@ -154,7 +154,7 @@ def read_folder(folder: Path, layout: str = "bp33") -> tuple[list[dict], list[di
             "pose_path": f"poses/{clip_id}.npy",
             "group_name": (row.get("group") or "").strip() or None,
             "source": (row.get("source") or "").strip() or None,
-            "criteria": sorted(criteria),
+            "criteria": sorted(k for k, v in criteria.items() if v),  # a blank column names no criterion
         })
         if label:
             events.append({
