@@ -5,6 +5,7 @@ import streamlit as st
 
 import ui
 from curation import store
+from curation.sample import sample_project
 
 st.set_page_config(page_title="Formcheck", page_icon="🏋️", layout="wide")
 project = ui.project()
@@ -19,8 +20,16 @@ b.metric("Clips", counts["clips"])
 c.metric("Labelled clips", counts["labelled"])
 
 if counts["clips"] == 0:
-    st.info("This project is empty. Add coaching videos on the **Ingest** page: paste YouTube links or upload files.")
-    st.page_link("pages/1_Ingest.py", label="Add videos", icon="➕")
+    st.info("This project is empty. Add coaching videos, or open the sample project to try labelling at once.")
+    left, right = st.columns(2)
+    left.page_link("pages/1_Ingest.py", label="Add videos (YouTube links or files)", icon="➕")
+    if right.button("Open the sample project", key="home_sample", type="primary"):
+        with st.spinner("Making synthetic clips..."):
+            result = sample_project(project)
+        st.session_state["home_toast"] = f"Sample ready: {result.added} synthetic clips, {result.labelled} labelled"
+        st.rerun()
+    st.caption("The sample is synthetic: stick-figure squats, curls and push-ups with known faults, made on the "
+               "fly (no download), clearly marked as 'synthetic sample' in the Dataset page.")
 else:
     st.subheader("Per exercise")
     st.dataframe(
@@ -30,4 +39,10 @@ else:
         ),
         hide_index=True,
     )
-    st.page_link("pages/1_Ingest.py", label="Add more videos", icon="➕")
+    a, b, c = st.columns(3)
+    a.page_link("pages/2_Label.py", label="Label clips", icon="🏷️")
+    b.page_link("pages/3_Dataset.py", label="Browse the dataset", icon="🗂️")
+    c.page_link("pages/1_Ingest.py", label="Add more videos", icon="➕")
+
+if st.session_state.get("home_toast"):
+    st.toast(st.session_state.pop("home_toast"), icon="✅")

@@ -42,3 +42,116 @@ def job_card(project: Project, job: dict, key_prefix: str) -> None:
             )
         elif job["status"] == "failed":
             st.error(job["error"] or "failed")
+
+
+# ---------------------------------------------------------------- who is labelling
+
+
+def annotator(project: Project) -> str | None:
+    """The coach using this session: picked or typed once in the sidebar, kept for the session."""
+    with st.sidebar:
+        if st.session_state.get("annotator"):
+            st.markdown(f"Labelling as **{_md_escape(st.session_state['annotator'])}**")
+            if st.button("Switch coach", key="who_switch"):
+                store.release_claims(project, st.session_state.pop("annotator"))
+                st.rerun()
+            return st.session_state["annotator"]
+        st.subheader("Who is labelling?")
+        known = [a["name"] for a in store.list_annotators(project)]
+        choice = st.selectbox("Coach", ["(new coach)"] + known, key="who_pick",
+                              index=1 if len(known) == 1 else 0)
+        name = st.text_input("Your name", key="who_name") if choice == "(new coach)" else choice
+        lead = st.checkbox("Lead coach (settles disagreements)", key="who_lead") if choice == "(new coach)" else False
+        if st.button("Start labelling", key="who_start", type="primary"):
+            try:
+                st.session_state["annotator"] = store.add_annotator(project, name, "lead" if lead else "coach")
+            except store.StoreError as exc:
+                st.error(str(exc))
+                return None
+            st.rerun()
+    return None
+
+
+def _md_escape(text: str) -> str:
+    """Untrusted text inside Markdown: every Markdown/HTML-significant character backslash-escaped."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~" else ch for ch in str(text))
+
+
+# ---------------------------------------------------------------- keyboard
+
+
+def shortcuts(keys: dict[str, str]) -> None:
+    """Keyboard shortcuts: a key press clicks the widget whose key starts with the given prefix.
+
+    Keys typed into a text field (the note) are left alone, and modifier combinations are never taken,
+    so the browser's and Streamlit's own shortcuts keep working.
+    """
+    import json
+
+    import streamlit.components.v1 as components
+
+    components.html(
+        """<script>
+(function () {
+  const win = window.parent, doc = win.document;
+  win.__formcheckKeys = %s;
+  if (win.__formcheckKeyListener) return;
+  win.__formcheckKeyListener = function (e) {
+    if (e.ctrlKey || e.altKey || e.metaKey || e.repeat) return;
+    const t = e.target, tag = (t && t.tagName || '').toLowerCase();
+    if (tag === 'textarea' || (tag === 'input' && !['checkbox', 'radio', 'range'].includes(t.type)) ||
+        (t && t.isContentEditable)) return;
+    const prefix = win.__formcheckKeys[e.key.toLowerCase()];
+    if (!prefix) return;
+    const box = doc.querySelector('[class*="st-key-' + prefix + '"]');
+    if (!box) return;
+    const el = box.querySelector('button') || box.querySelector('label') || box.querySelector('input');
+    if (!el || el.disabled) return;
+    e.preventDefault();
+    el.click();
+  };
+  doc.addEventListener('keydown', win.__formcheckKeyListener);
+})();
+</script>"""
+        % json.dumps({k.lower(): v for k, v in keys.items()}),
+        height=0,
+    )
+
+
+# ---------------------------------------------------------------- the clip player
+
+PLAYER_HEIGHT = 440
+
+
+def clip_player(project: Project, clip: dict, video: dict | None, joints: list[str], show_skeleton: bool) -> None:
+    """The looping clip with its skeleton and the exercise's joint-angle traces (curation.player)."""
+    import base64
+
+    import streamlit.components.v1 as components
+
+    from curation.clipmedia import MissingVideo, clip_video
+    from curation.dataset import load_clip_landmarks
+    from curation.kinematics import ANGLES, joint_angles
+    from curation.player import player_html
+
+    landmarks = load_clip_landmarks(project, clip)
+    aspect = video["width"] / video["height"] if video else 1.0
+    all_angles = joint_angles(landmarks, aspect)
+    names = [j for j in joints if j in ANGLES] or ["left_knee", "right_knee", "left_elbow", "right_elbow"]
+    angles = {name: all_angles[:, list(ANGLES).index(name)] for name in names}
+    try:
+        path = clip_video(project, clip, video)
+    except MissingVideo as exc:
+        st.warning(f"The video file is missing ({exc}); showing the skeleton only.")
+        path = None
+    b64 = base64.b64encode(path.read_bytes()).decode() if path else None
+    components.html(player_html(landmarks, clip["fps"], angles, b64, aspect, PLAYER_HEIGHT, show_skeleton),
+                    height=PLAYER_HEIGHT)
+
+
+def prepare_ahead(project: Project, clips: list[dict]) -> None:
+    """Cut the next clips' videos in the background so they are ready when the coach gets there."""
+    from curation.clipmedia import prefetch
+
+    videos = {c["video_id"]: store.get_video(project, c["video_id"]) for c in clips if c["video_id"]}
+    prefetch(project, [(c, videos.get(c["video_id"])) for c in clips if c["video_id"]])

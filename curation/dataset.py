@@ -188,12 +188,53 @@ def import_folder(project: Project, folder: Path, layout: str = "bp33") -> Impor
 
 def load_clip_landmarks(project: Project, clip: dict) -> np.ndarray:
     """A clip's BlazePose landmarks (T, 33, 4) float32: its own array, or its frames of the video's track."""
-    if clip.get("pose_path"):
-        return np.load(project.path(clip["pose_path"]), allow_pickle=False)
+    if clip.get("pose_path"):  # an imported array; bounds start at 0 and move when a coach edits them
+        return np.load(project.path(clip["pose_path"]), allow_pickle=False)[clip["start_frame"]:clip["end_frame"]]
     video = store.get_video(project, clip["video_id"])
     if video is None:
         raise DatasetError(f"clip {clip['id']} points to a missing video")
     return load_track(project.path(video["pose_path"])).landmarks[clip["start_frame"]:clip["end_frame"]]
+
+
+def set_clip_bounds(project: Project, clip: dict, start: int, end: int, annotator: str) -> dict:
+    """Move a clip's boundaries within its video (or its imported array); the cached clip video is dropped."""
+    from curation.clipmedia import clear_stale  # cv2 and ffmpeg: only when a coach edits boundaries
+
+    frames = None
+    if clip.get("pose_path"):
+        frames = int(np.load(project.path(clip["pose_path"]), mmap_mode="r").shape[0])
+    moved = store.set_bounds(project, clip["id"], start, end, annotator, pose_frames=frames)
+    clear_stale(project, clip["id"])
+    return moved
+
+
+def clip_overview(project: Project) -> list[dict]:
+    """One row per active clip for the Dataset page: where it comes from, its label state and complexity."""
+    consensus = store.consensus_labels(project)
+    coaches: dict[str, list[str]] = {}
+    for row in store.current_labels(project):
+        coaches.setdefault(row["clip_id"], []).append(row["annotator"])
+    titles = {v["id"]: v["title"] for v in store.list_videos(project)}
+    rows = []
+    for clip in store.list_clips(project):
+        label = consensus.get(clip["id"], {})
+        votes = label.get("votes", {"correct": 0, "incorrect": 0})
+        disputed = votes["correct"] > 0 and votes["incorrect"] > 0
+        rows.append({
+            "clip_id": clip["id"],
+            "exercise": clip["exercise"],
+            "video": titles.get(clip["video_id"], "") if clip["video_id"] else (clip["source"] or "imported"),
+            "seconds": round((clip["end_frame"] - clip["start_frame"]) / clip["fps"], 2),
+            "method": clip["method"],
+            "label": label.get("label") or ("disputed" if disputed else "unlabelled"),
+            "final": label.get("source") == "adjudication",
+            "correct_votes": votes["correct"],
+            "incorrect_votes": votes["incorrect"],
+            "disagreement": disputed and label.get("source") != "adjudication",
+            "coaches": ", ".join(sorted(coaches.get(clip["id"], []))),
+            "complexity": clip["complexity"],
+        })
+    return rows
 
 
 def export_folder(project: Project, folder: Path) -> int:

@@ -252,6 +252,15 @@ def frame_features(landmarks: np.ndarray, fps: float, aspect: float = 1.0) -> tu
     return np.concatenate(parts, axis=1).astype(np.float32), names
 
 
+# The four components of the complexity index, as clips and label events store them, with their titles.
+COMPONENTS: dict[str, str] = {
+    "joints_engaged": "Joints engaged",
+    "angular_sensitivity": "Angular sensitivity",
+    "range_of_motion": "Range of motion",
+    "balance_demand": "Balance demand",
+}
+
+
 @dataclass
 class Complexity:
     """The biomechanical complexity components of one clip, each in [0, 1] (NaN when not measurable).

@@ -129,7 +129,7 @@ def ingest_source(
         save_track(track, pose_path)
         report(0.9, "finding repetitions")
         aspect = info.width / info.height
-        trim = find_movement(track.landmarks, track.fps, motion=track.motion, options=options.trim)
+        trim = find_movement(track.landmarks, track.fps, motion=track.motion, options=options.trim, aspect=aspect)
         bounds = segment_repetitions(track.landmarks, track.fps, trim.spans, options=options.segment, aspect=aspect)
         if not bounds:
             raise NoMovement("no movement long enough for a clip was found (the athlete stays still or out of view)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -185,6 +186,35 @@ def m001_initial(conn: sqlite3.Connection) -> None:
         )
 
 
+@migration
+def m002_annotators_claims_edits(conn: sqlite3.Connection) -> None:
+    _script(
+        conn,
+        """
+        CREATE TABLE annotators (
+            name TEXT PRIMARY KEY,
+            role TEXT NOT NULL DEFAULT 'coach' CHECK (role IN ('coach', 'lead')),
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE claims (                          -- who is looking at a clip now: others get other clips
+            clip_id TEXT PRIMARY KEY REFERENCES clips(id),
+            annotator TEXT NOT NULL,
+            expires_at REAL NOT NULL                   -- unix seconds
+        );
+        CREATE INDEX claims_annotator ON claims(annotator);
+        CREATE TABLE clip_edits (                      -- history of boundary changes, splits and merges
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            clip_id TEXT NOT NULL REFERENCES clips(id),
+            annotator TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX label_events_annotator ON label_events(annotator, clip_id);
+        """,
+    )
+
+
 def _script(conn: sqlite3.Connection, sql: str) -> None:
     """Run several statements inside the open transaction (executescript would commit it first)."""
     for statement in sql.split(";\n"):
@@ -231,6 +261,37 @@ def list_exercises(project: Project) -> list[dict]:
         ex["joints"] = json.loads(ex["joints"])
         ex["criteria"] = [{"name": c["name"], "description": c["description"]} for c in criteria if c["exercise"] == ex["name"]]
     return exercises
+
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9 _-]{0,39}$")
+
+
+def add_exercise(project: Project, name: str, description: str = "", joints: list[str] | None = None) -> str:
+    """Add an exercise to the catalogue (coaches extend it); returns its key."""
+    name = " ".join((name or "").lower().split())
+    if not NAME.match(name):
+        raise StoreError("an exercise name is 1-40 lowercase letters, digits, spaces, - or _")
+    with connect(project) as db, transaction(db) as conn:
+        if conn.execute("SELECT 1 FROM exercises WHERE name = ?", (name,)).fetchone():
+            raise StoreError(f"exercise {name!r} exists already")
+        conn.execute("INSERT INTO exercises (name, description, joints) VALUES (?, ?, ?)",
+                     (name, (description or "").strip()[:300], json.dumps(list(joints or []))))
+    return name
+
+
+def add_criterion(project: Project, exercise: str, name: str, description: str = "") -> str:
+    """Add a biomechanical criterion to an exercise; returns its key (lowercase, underscores)."""
+    key = "_".join((name or "").lower().split())
+    if not re.match(r"^[a-z0-9_]{1,40}$", key):
+        raise StoreError("a criterion name is 1-40 letters, digits or underscores")
+    with connect(project) as db, transaction(db) as conn:
+        if not conn.execute("SELECT 1 FROM exercises WHERE name = ?", (exercise,)).fetchone():
+            raise StoreError(f"no exercise {exercise!r}")
+        if conn.execute("SELECT 1 FROM criteria WHERE exercise = ? AND name = ?", (exercise, key)).fetchone():
+            raise StoreError(f"{exercise} has a criterion {key!r} already")
+        conn.execute("INSERT INTO criteria (exercise, name, description) VALUES (?, ?, ?)",
+                     (exercise, key, (description or "").strip()[:300]))
+    return key
 
 
 def ensure_exercise(conn: sqlite3.Connection, name: str) -> None:
@@ -394,10 +455,22 @@ def current_labels(project: Project) -> list[dict]:
     return rows
 
 
-def consensus_labels(project: Project) -> dict[str, dict]:
-    """Per clip: the label all annotators give by majority (None on a tie), its criteria and the vote counts.
+def adjudications(project: Project) -> dict[str, dict]:
+    """Per clip, the latest adjudication event not undone (a lead coach's final word)."""
+    with connect(project) as db:
+        rows = _rows(
+            db.conn,
+            "SELECT * FROM label_events WHERE id IN (SELECT max(id) FROM label_events WHERE kind = 'adjudication' "
+            "AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL) GROUP BY clip_id)",
+        )
+    return {r["clip_id"]: {**r, "criteria": json.loads(r["criteria"])} for r in rows}
 
-    Criteria verdicts follow the same majority, criterion by criterion, among the annotators who gave one.
+
+def consensus_labels(project: Project) -> dict[str, dict]:
+    """Per clip: the adjudicated label if a lead set one, else the annotators' majority (None on a tie).
+
+    Criteria verdicts follow the same rule, criterion by criterion, among the annotators who gave one.
+    `source` says which: "adjudication" or "majority".
     """
     by_clip: dict[str, list[dict]] = {}
     for row in current_labels(project):
@@ -411,8 +484,187 @@ def consensus_labels(project: Project) -> dict[str, dict]:
             marks = [r["criteria"][name] for r in rows if r["criteria"].get(name) in ("pass", "fail")]
             if marks and marks.count("pass") != marks.count("fail"):
                 criteria[name] = max(("pass", "fail"), key=marks.count)
-        out[clip_id] = {"label": label, "votes": votes, "criteria": criteria}
+        out[clip_id] = {"label": label, "votes": votes, "criteria": criteria, "source": "majority"}
+    for clip_id, event in adjudications(project).items():
+        votes = out.get(clip_id, {}).get("votes", {lab: 0 for lab in LABELS})
+        out[clip_id] = {"label": event["verdict"], "votes": votes, "criteria": event["criteria"],
+                        "source": "adjudication"}
     return out
+
+
+def label_history(project: Project, clip_id: str) -> list[dict]:
+    """Every label event of a clip, oldest first (who, what, when)."""
+    with connect(project) as db:
+        rows = _rows(db.conn, "SELECT * FROM label_events WHERE clip_id = ? ORDER BY id", (clip_id,))
+    for r in rows:
+        r["criteria"] = json.loads(r["criteria"])
+    return rows
+
+
+def last_event(project: Project, clip_id: str, annotator: str) -> dict | None:
+    """This annotator's latest verdict or adjudication on the clip that is not undone (what Undo takes back)."""
+    with connect(project) as db:
+        rows = _rows(
+            db.conn,
+            "SELECT * FROM label_events WHERE clip_id = ? AND annotator = ? AND kind IN ('verdict', 'adjudication') "
+            "AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL) ORDER BY id DESC LIMIT 1",
+            (clip_id, annotator),
+        )
+    return rows[0] if rows else None
+
+
+# ---------------------------------------------------------------- annotators and the labelling queue
+
+
+def add_annotator(project: Project, name: str, role: str = "coach") -> str:
+    """Register a coach by name (idempotent); returns the cleaned name."""
+    name = " ".join((name or "").split())[:60]
+    if not name:
+        raise StoreError("type a name")
+    if role not in ("coach", "lead"):
+        raise StoreError("role must be coach or lead")
+    with connect(project) as db, transaction(db) as conn:
+        conn.execute("INSERT OR IGNORE INTO annotators (name, role, created_at) VALUES (?, ?, ?)", (name, role, now()))
+        if role == "lead":
+            conn.execute("UPDATE annotators SET role = 'lead' WHERE name = ?", (name,))
+    return name
+
+
+def list_annotators(project: Project) -> list[dict]:
+    with connect(project) as db:
+        return _rows(db.conn, "SELECT * FROM annotators ORDER BY name")
+
+
+CLAIM_SECONDS = 600  # a clip shown to a coach is theirs this long; then others may get it
+
+
+_QUEUE_SQL = """
+    SELECT c.*, coalesce(n.coaches, 0) AS coaches FROM clips c
+    LEFT JOIN (SELECT clip_id, count(DISTINCT annotator) AS coaches FROM label_events
+               WHERE kind = 'verdict' AND verdict != 'skip' GROUP BY clip_id) n ON n.clip_id = c.id
+    WHERE c.active AND (:exercise IS NULL OR c.exercise = :exercise)
+      AND c.id NOT IN (SELECT clip_id FROM claims WHERE annotator != :me AND expires_at >= :now)
+      AND c.id NOT IN (SELECT clip_id FROM label_events WHERE annotator = :me AND kind = 'verdict'
+                       AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL))
+    ORDER BY coaches, c.video_id, c.start_frame, c.id
+    LIMIT :limit
+"""
+
+
+def next_clip(project: Project, annotator: str, exercise: str | None = None,
+              claim_seconds: float = CLAIM_SECONDS) -> dict | None:
+    """The next clip for this coach, claimed for them: one they have not judged, that no other coach holds.
+
+    Clips fewer coaches have labelled come first (spreads the work), then video order. A claim lasts
+    claim_seconds; a coach holds one claim at a time. Returns None when the queue is empty.
+    """
+    stamp = datetime.now(timezone.utc).timestamp()
+    with connect(project) as db, transaction(db) as conn:
+        conn.execute("DELETE FROM claims WHERE annotator = ? OR expires_at < ?", (annotator, stamp))
+        rows = _rows(conn, _QUEUE_SQL, {"exercise": exercise, "me": annotator, "now": stamp, "limit": 1})
+        if not rows:
+            return None
+        conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (rows[0]["id"], annotator, stamp + claim_seconds))
+    return rows[0]
+
+
+def upcoming_clips(project: Project, annotator: str, exercise: str | None = None, current: str | None = None,
+                   limit: int = 2) -> list[dict]:
+    """The clips next_clip would hand out after `current`, without claiming them (to prepare them ahead)."""
+    stamp = datetime.now(timezone.utc).timestamp()
+    with connect(project) as db:
+        rows = _rows(db.conn, _QUEUE_SQL, {"exercise": exercise, "me": annotator, "now": stamp, "limit": limit + 1})
+    return [r for r in rows if r["id"] != current][:limit]
+
+
+def release_claims(project: Project, annotator: str) -> None:
+    with connect(project) as db, transaction(db) as conn:
+        conn.execute("DELETE FROM claims WHERE annotator = ?", (annotator,))
+
+
+def get_clip(project: Project, clip_id: str) -> dict | None:
+    with connect(project) as db:
+        rows = _rows(db.conn, "SELECT * FROM clips WHERE id = ?", (clip_id,))
+    return rows[0] if rows else None
+
+
+def progress_of(project: Project, annotator: str, exercise: str | None = None) -> dict:
+    """How many active clips there are, and how many this coach has judged (a verdict or a skip)."""
+    with connect(project) as db:
+        total, mine = db.conn.execute(
+            "SELECT count(*), sum(c.id IN (SELECT clip_id FROM label_events WHERE annotator = :me AND kind = 'verdict' "
+            "AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL))) FROM clips c "
+            "WHERE c.active AND (:exercise IS NULL OR c.exercise = :exercise)",
+            {"me": annotator, "exercise": exercise},
+        ).fetchone()
+    return {"clips": total, "judged": mine or 0}
+
+
+# ---------------------------------------------------------------- clip boundaries
+
+
+def _clip_limit(conn: sqlite3.Connection, clip: dict, pose_frames: int | None) -> int:
+    if clip["video_id"]:
+        return conn.execute("SELECT frames FROM videos WHERE id = ?", (clip["video_id"],)).fetchone()[0]
+    return pose_frames if pose_frames is not None else clip["end_frame"]
+
+
+def set_bounds(project: Project, clip_id: str, start: int, end: int, annotator: str,
+               pose_frames: int | None = None) -> dict:
+    """Move a clip's start and end frames (its poses follow: they are sliced from the video's track)."""
+    with connect(project) as db, transaction(db) as conn:
+        rows = _rows(conn, "SELECT * FROM clips WHERE id = ? AND active", (clip_id,))
+        if not rows:
+            raise StoreError(f"no clip {clip_id!r}")
+        clip = rows[0]
+        limit = _clip_limit(conn, clip, pose_frames)
+        if not 0 <= start < end <= limit:
+            raise StoreError(f"a clip must keep at least one frame within 0..{limit}")
+        conn.execute("UPDATE clips SET start_frame = ?, end_frame = ? WHERE id = ?", (start, end, clip_id))
+        _insert(conn, "clip_edits", [{"clip_id": clip_id, "annotator": annotator, "action": "bounds",
+                                      "detail": json.dumps({"from": [clip["start_frame"], clip["end_frame"]],
+                                                            "to": [start, end]}), "created_at": now()}])
+    return {**clip, "start_frame": start, "end_frame": end}
+
+
+def split_clip(project: Project, clip_id: str, at: int, annotator: str) -> tuple[str, str]:
+    """Replace a clip by two at frame `at` (two repetitions cut as one). Labels stay with the old clip."""
+    with connect(project) as db, transaction(db) as conn:
+        rows = _rows(conn, "SELECT * FROM clips WHERE id = ? AND active", (clip_id,))
+        if not rows:
+            raise StoreError(f"no clip {clip_id!r}")
+        clip = rows[0]
+        if not clip["start_frame"] < at < clip["end_frame"]:
+            raise StoreError(f"split frame must lie inside the clip ({clip['start_frame']}..{clip['end_frame']})")
+        ids = (f"{clip_id}-a", f"{clip_id}-b")
+        base = {k: v for k, v in clip.items() if k != "id"}
+        stamp = now()
+        _insert(conn, "clips", [{**base, "id": ids[0], "end_frame": at, "created_at": stamp},
+                                {**base, "id": ids[1], "start_frame": at, "created_at": stamp}])
+        conn.execute("UPDATE clips SET active = 0 WHERE id = ?", (clip_id,))
+        _insert(conn, "clip_edits", [{"clip_id": clip_id, "annotator": annotator, "action": "split",
+                                      "detail": json.dumps({"at": at, "into": ids}), "created_at": stamp}])
+    return ids
+
+
+def merge_clips(project: Project, first_id: str, second_id: str, annotator: str) -> str:
+    """Replace two clips of one video by one spanning both (one repetition cut in two)."""
+    with connect(project) as db, transaction(db) as conn:
+        rows = _rows(conn, "SELECT * FROM clips WHERE id IN (?, ?) AND active ORDER BY start_frame", (first_id, second_id))
+        if len(rows) != 2 or first_id == second_id:
+            raise StoreError("merge needs two different active clips")
+        a, b = rows
+        if (a["video_id"], a["pose_path"]) != (b["video_id"], b["pose_path"]) or a["exercise"] != b["exercise"]:
+            raise StoreError("only clips of the same video and exercise can be merged")
+        new_id = f"{a['id']}-m"
+        base = {k: v for k, v in a.items() if k != "id"}
+        stamp = now()
+        _insert(conn, "clips", [{**base, "id": new_id, "end_frame": max(a["end_frame"], b["end_frame"]),
+                                 "created_at": stamp}])
+        conn.execute("UPDATE clips SET active = 0 WHERE id IN (?, ?)", (a["id"], b["id"]))
+        _insert(conn, "clip_edits", [{"clip_id": a["id"], "annotator": annotator, "action": "merge",
+                                      "detail": json.dumps({"with": b["id"], "into": new_id}), "created_at": stamp}])
+    return new_id
 
 
 # ---------------------------------------------------------------- counts

@@ -257,6 +257,7 @@ def cut_clip(
     if end_frame > info.frames:
         raise ValueError(f"clip end {end_frame} is past the video's {info.frames} frames")
     fps = fps or info.fps
+    size = target_size(info, options)  # the options' cap on the shorter side, even sides
     if fps <= 0:
         raise ValueError(f"fps must be positive, not {fps}")
     n = end_frame - start_frame
@@ -266,7 +267,7 @@ def cut_clip(
     dst.parent.mkdir(parents=True, exist_ok=True)
     with _temp_output(dst) as tmp:
         _run_ffmpeg([*seek, "-i", str(video_path), "-map", "0:V:0", "-frames:v", str(n),
-                     "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", *_x264(options), *_MP4_OUT, str(tmp)],
+                     "-vf", f"scale={size[0]}:{size[1]},setsar=1", *_x264(options), *_MP4_OUT, str(tmp)],
                     n / fps, None, None)
         got = inspect_video(tmp).frames
         if got != n:

@@ -1,0 +1,187 @@
+"""Label: watch one repetition, press a key for correct or incorrect, tick the failed criteria; saved at once."""
+
+import time
+import uuid
+
+import streamlit as st
+
+import ui
+from curation import agreement, store
+from curation.dataset import set_clip_bounds
+from curation.kinematics import COMPONENTS
+
+st.set_page_config(page_title="Label · Formcheck", page_icon="🏷️", layout="wide")
+project = ui.project()
+st.title("Label clips")
+
+coach = ui.annotator(project)
+if not coach:
+    st.info("Pick or type your name in the sidebar to start labelling.")
+    st.stop()
+
+exercises = {e["name"]: e for e in store.list_exercises(project)}
+state = st.session_state
+with st.sidebar:
+    shown = ["(all)"] + sorted({c["exercise"] for c in store.list_clips(project)})
+    pick = st.selectbox("Exercise", shown, key="label_exercise")
+    exercise = None if pick == "(all)" else pick
+    is_lead = any(a["name"] == coach and a["role"] == "lead" for a in store.list_annotators(project))
+    modes = ["Label new clips"] + (["Settle disagreements"] if is_lead else [])
+    mode = st.radio("Queue", modes, key="label_mode")
+    show_skeleton = st.toggle("Skeleton overlay", value=True, key="label_skeleton")
+
+
+def show_next(clip_id: str | None) -> None:
+    """Make `clip_id` the clip on screen, with a fresh request id and clock (a new display)."""
+    state["label_clip"] = clip_id
+    state["label_request"] = uuid.uuid4().hex
+    state["label_shown_at"] = time.time()
+    state["label_n"] = state.get("label_n", 0) + 1
+
+
+# ------------------------------------------------------------------ pick the clip on screen
+if mode == "Settle disagreements":
+    labels = store.current_labels(project)
+    settled = store.adjudications(project)
+    clips_now = {c["id"]: c for c in store.list_clips(project, exercise=exercise)}
+    queue = [d for d in agreement.disagreements(labels) if d["clip_id"] in clips_now and d["clip_id"] not in settled]
+    if state.get("label_clip") not in {d["clip_id"] for d in queue}:
+        show_next(queue[0]["clip_id"] if queue else None)
+    if not queue:
+        st.success("No open disagreements: every clip two coaches judged differently has a final label.")
+        st.stop()
+    clip = clips_now[state["label_clip"]]
+    st.caption(f"{len(queue)} clip(s) with disagreeing coaches")
+else:
+    clip = store.get_clip(project, state["label_clip"]) if state.get("label_clip") else None
+    if clip is None or not clip["active"] or state.get("label_for") != (coach, exercise):
+        clip = store.next_clip(project, coach, exercise)
+        state["label_for"] = (coach, exercise)
+        show_next(clip["id"] if clip else None)
+    done = store.progress_of(project, coach, exercise)
+    st.progress(done["judged"] / max(done["clips"], 1),
+                text=f"{done['judged']} of {done['clips']} clips judged by you")
+    if clip is None:
+        st.success("Nothing left to label here: every clip has your verdict. Pick another exercise, or go "
+                   "to the Dataset page.")
+        st.stop()
+
+n = state["label_n"]
+ex = exercises.get(clip["exercise"], {"criteria": [], "joints": []})
+video = store.get_video(project, clip["video_id"]) if clip["video_id"] else None
+
+# ------------------------------------------------------------------ the clip
+st.caption(f"Clip {clip['id']} · {clip['exercise']} · frames {clip['start_frame']}-{clip['end_frame']} "
+           f"({(clip['end_frame'] - clip['start_frame']) / clip['fps']:.1f} s)")
+if video and video["title"]:
+    st.text(f"From: {video['title']}")  # untrusted text: st.text renders neither HTML nor Markdown
+left, right = st.columns([3, 2])
+with left:
+    ui.clip_player(project, clip, video, ex["joints"], show_skeleton)
+    with st.expander("History of this clip"):
+        history = store.label_history(project, clip["id"])
+        if history:
+            st.dataframe([{k: e[k] for k in ("created_at", "annotator", "kind", "verdict", "note")} for e in history],
+                         hide_index=True)
+        else:
+            st.caption("No labels yet.")
+
+# ------------------------------------------------------------------ the verdict
+with right:
+    if mode == "Settle disagreements":
+        votes = next(d for d in queue if d["clip_id"] == clip["id"])["votes"]
+        st.markdown("**Coaches said**")
+        st.dataframe([{"coach": who, "verdict": v} for who, v in votes.items()], hide_index=True)
+    failed = []
+    if ex["criteria"]:
+        st.markdown("**Criteria that failed** (keys 1-9)")
+        for i, crit in enumerate(ex["criteria"][:9], start=1):
+            if st.checkbox(f"{i} · {crit['name'].replace('_', ' ')}", key=f"label_crit_{i}_{n}",
+                           help=crit["description"] or None):
+                failed.append(crit["name"])
+    with st.expander("Complexity (automatic estimate, adjust if needed)"):
+        components = {}
+        for name, title in COMPONENTS.items():
+            auto = clip.get(name)
+            components[name] = st.slider(title, 0.0, 1.0, float(auto) if auto is not None else 0.5, 0.05,
+                                         key=f"label_{name}_{n}")
+    note = st.text_area("Note", key=f"label_note_{n}", max_chars=10_000, height=68)
+
+    def verdict_event(verdict: str, kind: str = "verdict") -> dict:
+        names = [c["name"] for c in ex["criteria"]]
+        criteria = {c: "fail" for c in failed}
+        if verdict == "correct" or failed:  # an unticked box counts as passed only when the coach judged
+            criteria.update({c: "pass" for c in names if c not in failed})
+        return {"clip_id": clip["id"], "annotator": coach, "kind": kind, "verdict": verdict,
+                "criteria": criteria if verdict != "skip" else {}, "note": note,
+                "seconds": round(time.time() - state["label_shown_at"], 2),
+                "request_id": state["label_request"], **components}
+
+    b1, b2, b3, b4 = st.columns(4)
+    kind = "adjudication" if mode == "Settle disagreements" else "verdict"
+    pressed = None
+    if b1.button("Correct `y`", key=f"label_correct_{n}", type="primary", use_container_width=True):
+        pressed = "correct"
+    if b2.button("Incorrect `n`", key=f"label_incorrect_{n}", type="primary", use_container_width=True):
+        pressed = "incorrect"
+    if kind == "verdict" and b3.button("Skip `s`", key=f"label_skip_{n}", use_container_width=True):
+        pressed = "skip"
+    undo_stack = state.setdefault("label_undo", [])
+    if b4.button("Undo `u`", key=f"label_undo_{n}", use_container_width=True, disabled=not undo_stack):
+        last_clip, last_event = undo_stack.pop()
+        store.add_label_event(project, {"clip_id": last_clip, "annotator": coach, "kind": "undo",
+                                        "undoes": last_event, "request_id": f"undo-{last_event}"})
+        state["label_toast"] = "Last verdict taken back: label that clip again."
+        show_next(last_clip)
+        st.rerun()
+    if pressed:
+        event_id = store.add_label_event(project, verdict_event(pressed, kind))
+        if event_id is not None:  # None: this click was already recorded (a double click)
+            undo_stack.append((clip["id"], event_id))
+        state["label_toast"] = f"Saved: {pressed}" + (" (final)" if kind == "adjudication" else "")
+        state["label_clip"] = None
+        if kind == "verdict":
+            following = store.next_clip(project, coach, exercise)
+            show_next(following["id"] if following else None)
+        st.rerun()
+
+if state.get("label_toast"):
+    st.toast(state.pop("label_toast"), icon="✅")
+
+ui.shortcuts({"y": "label_correct_", "n": "label_incorrect_", "s": "label_skip_", "u": "label_undo_",
+              **{str(i): f"label_crit_{i}_" for i in range(1, 10)}})
+
+if mode != "Settle disagreements":
+    ui.prepare_ahead(project, store.upcoming_clips(project, coach, exercise, current=clip["id"]))
+
+# ------------------------------------------------------------------ boundaries
+with st.expander("Fix clip boundaries"):
+    limit = video["frames"] if video else None
+    c1, c2, c3 = st.columns(3)
+    start = c1.number_input("Start frame", 0, value=clip["start_frame"], step=1, key=f"label_start_{n}")
+    end = c2.number_input("End frame", 1, value=clip["end_frame"], step=1, key=f"label_end_{n}")
+    if c3.button("Apply", key=f"label_bounds_{n}"):
+        try:
+            set_clip_bounds(project, clip, int(start), int(end), coach)
+            state["label_toast"] = "Boundaries saved"
+            show_next(clip["id"])
+            st.rerun()
+        except store.StoreError as exc:
+            st.error(str(exc))
+    s1, s2 = st.columns(2)
+    at = s1.number_input("Split at frame", clip["start_frame"] + 1, max(clip["end_frame"] - 1, clip["start_frame"] + 1),
+                         value=(clip["start_frame"] + clip["end_frame"]) // 2, key=f"label_split_at_{n}")
+    if s1.button("Split in two", key=f"label_split_{n}"):
+        try:
+            first, _ = store.split_clip(project, clip["id"], int(at), coach)
+            show_next(first)
+            st.rerun()
+        except store.StoreError as exc:
+            st.error(str(exc))
+    if s2.button("Merge with the next clip of this video", key=f"label_merge_{n}", disabled=not clip["video_id"]):
+        siblings = [c for c in store.list_clips(project, video_id=clip["video_id"]) if c["start_frame"] > clip["start_frame"]]
+        if not siblings:
+            st.error("This is the last clip of its video.")
+        else:
+            show_next(store.merge_clips(project, clip["id"], siblings[0]["id"], coach))
+            st.rerun()
