@@ -81,31 +81,33 @@ def _md_escape(text: str) -> str:
 
 
 def shortcuts(keys: dict[str, str]) -> None:
-    """Keyboard shortcuts: a key press clicks the widget whose key starts with the given prefix.
+    """Keyboard shortcuts for widgets that have none of their own (checkboxes): a key clicks the widget
+    with that Streamlit key.
 
-    Keys typed into a text field (the note) are left alone, and modifier combinations are never taken,
-    so the browser's and Streamlit's own shortcuts keep working.
+    Keys typed into a text field (the note) are left alone, modifier combinations are never taken (the
+    browser's and Streamlit's own shortcuts keep working), and a widget of a run being replaced (stale) is
+    not clicked, so a key pressed while the next clip loads cannot land on the wrong clip.
     """
     import json
 
-    import streamlit.components.v1 as components
-
-    components.html(
+    st.iframe(
         """<script>
 (function () {
   const win = window.parent, doc = win.document;
-  win.__formcheckKeys = %s;
-  if (win.__formcheckKeyListener) return;
+  const keys = %s;
+  // Each run's frame replaces the listener: one from a frame Streamlit has since removed no longer runs.
+  if (win.__formcheckKeyListener) doc.removeEventListener('keydown', win.__formcheckKeyListener);
   win.__formcheckKeyListener = function (e) {
     if (e.ctrlKey || e.altKey || e.metaKey || e.repeat) return;
     const t = e.target, tag = (t && t.tagName || '').toLowerCase();
     if (tag === 'textarea' || (tag === 'input' && !['checkbox', 'radio', 'range'].includes(t.type)) ||
         (t && t.isContentEditable)) return;
-    const prefix = win.__formcheckKeys[e.key.toLowerCase()];
-    if (!prefix) return;
-    const box = doc.querySelector('[class*="st-key-' + prefix + '"]');
-    if (!box) return;
-    const el = box.querySelector('button') || box.querySelector('label') || box.querySelector('input');
+    const key = keys[e.key.toLowerCase()];
+    if (!key) return;
+    const box = doc.querySelector('.st-key-' + key);
+    if (!box || box.closest('[data-stale="true"]')) return;
+    // A checkbox's own input first: its container also holds the help tooltip's button.
+    const el = box.querySelector('input[type="checkbox"]') || box.querySelector('button');
     if (!el || el.disabled) return;
     e.preventDefault();
     el.click();
@@ -114,7 +116,7 @@ def shortcuts(keys: dict[str, str]) -> None:
 })();
 </script>"""
         % json.dumps({k.lower(): v for k, v in keys.items()}),
-        height=0,
+        height=1,
     )
 
 
@@ -126,8 +128,6 @@ PLAYER_HEIGHT = 440
 def clip_player(project: Project, clip: dict, video: dict | None, joints: list[str], show_skeleton: bool) -> None:
     """The looping clip with its skeleton and the exercise's joint-angle traces (curation.player)."""
     import base64
-
-    import streamlit.components.v1 as components
 
     from curation.clipmedia import MissingVideo, clip_video
     from curation.dataset import load_clip_landmarks
@@ -145,8 +145,8 @@ def clip_player(project: Project, clip: dict, video: dict | None, joints: list[s
         st.warning(f"The video file is missing ({exc}); showing the skeleton only.")
         path = None
     b64 = base64.b64encode(path.read_bytes()).decode() if path else None
-    components.html(player_html(landmarks, clip["fps"], angles, b64, aspect, PLAYER_HEIGHT, show_skeleton),
-                    height=PLAYER_HEIGHT)
+    st.iframe(player_html(landmarks, clip["fps"], angles, b64, aspect, PLAYER_HEIGHT, show_skeleton),
+              height=PLAYER_HEIGHT)
 
 
 def prepare_ahead(project: Project, clips: list[dict]) -> None:

@@ -92,22 +92,37 @@ with right:
         votes = next(d for d in queue if d["clip_id"] == clip["id"])["votes"]
         st.markdown("**Coaches said**")
         st.dataframe([{"coach": who, "verdict": v} for who, v in votes.items()], hide_index=True)
-    failed = []
-    if ex["criteria"]:
-        st.markdown("**Criteria that failed** (keys 1-9)")
-        for i, crit in enumerate(ex["criteria"][:9], start=1):
-            if st.checkbox(f"{i} · {crit['name'].replace('_', ' ')}", key=f"label_crit_{i}_{n}",
-                           help=crit["description"] or None):
-                failed.append(crit["name"])
-    with st.expander("Complexity (automatic estimate, adjust if needed)"):
-        components = {}
-        for name, title in COMPONENTS.items():
-            auto = clip.get(name)
-            components[name] = st.slider(title, 0.0, 1.0, float(auto) if auto is not None else 0.5, 0.05,
-                                         key=f"label_{name}_{n}")
-    note = st.text_area("Note", key=f"label_note_{n}", max_chars=10_000, height=68)
+    undo_stack = state.setdefault("label_undo", [])
+    kind = "adjudication" if mode == "Settle disagreements" else "verdict"
+    # A form: ticking criteria, moving sliders and typing a note cause no rerun; a verdict sends them all.
+    with st.form(f"label_form_{n}", border=False):
+        failed = []
+        if ex["criteria"]:
+            st.markdown("**Criteria that failed** (keys 1-9)")
+            for i, crit in enumerate(ex["criteria"][:9], start=1):
+                if st.checkbox(f"{i} · {crit['name'].replace('_', ' ')}", key=f"label_crit_{i}_{n}",
+                               help=crit["description"] or None):
+                    failed.append(crit["name"])
+        with st.expander("Complexity (automatic estimate, adjust if needed)"):
+            components = {}
+            for name, title in COMPONENTS.items():
+                auto = clip.get(name)
+                components[name] = st.slider(title, 0.0, 1.0, float(auto) if auto is not None else 0.5, 0.05,
+                                             key=f"label_{name}_{n}")
+        note = st.text_area("Note", key=f"label_note_{n}", max_chars=10_000, height=68)
+        b1, b2, b3 = st.columns(3)
+        pressed = None
+        if b1.form_submit_button("Correct", key=f"label_correct_{n}", type="primary", shortcut="Y",
+                                 width="stretch"):
+            pressed = "correct"
+        if b2.form_submit_button("Incorrect", key=f"label_incorrect_{n}", type="primary", shortcut="N",
+                                 width="stretch"):
+            pressed = "incorrect"
+        if b3.form_submit_button("Skip", key=f"label_skip_{n}", shortcut="S", width="stretch",
+                                 disabled=kind != "verdict"):
+            pressed = "skip"
 
-    def verdict_event(verdict: str, kind: str = "verdict") -> dict:
+    def verdict_event(verdict: str) -> dict:
         names = [c["name"] for c in ex["criteria"]]
         criteria = {c: "fail" for c in failed}
         if verdict == "correct" or failed:  # an unticked box counts as passed only when the coach judged
@@ -117,17 +132,7 @@ with right:
                 "seconds": round(time.time() - state["label_shown_at"], 2),
                 "request_id": state["label_request"], **components}
 
-    b1, b2, b3, b4 = st.columns(4)
-    kind = "adjudication" if mode == "Settle disagreements" else "verdict"
-    pressed = None
-    if b1.button("Correct `y`", key=f"label_correct_{n}", type="primary", use_container_width=True):
-        pressed = "correct"
-    if b2.button("Incorrect `n`", key=f"label_incorrect_{n}", type="primary", use_container_width=True):
-        pressed = "incorrect"
-    if kind == "verdict" and b3.button("Skip `s`", key=f"label_skip_{n}", use_container_width=True):
-        pressed = "skip"
-    undo_stack = state.setdefault("label_undo", [])
-    if b4.button("Undo `u`", key=f"label_undo_{n}", use_container_width=True, disabled=not undo_stack):
+    if st.button("Undo last verdict", key=f"label_undo_{n}", shortcut="U", disabled=not undo_stack):
         last_clip, last_event = undo_stack.pop()
         store.add_label_event(project, {"clip_id": last_clip, "annotator": coach, "kind": "undo",
                                         "undoes": last_event, "request_id": f"undo-{last_event}"})
@@ -135,7 +140,7 @@ with right:
         show_next(last_clip)
         st.rerun()
     if pressed:
-        event_id = store.add_label_event(project, verdict_event(pressed, kind))
+        event_id = store.add_label_event(project, verdict_event(pressed))
         if event_id is not None:  # None: this click was already recorded (a double click)
             undo_stack.append((clip["id"], event_id))
         state["label_toast"] = f"Saved: {pressed}" + (" (final)" if kind == "adjudication" else "")
@@ -148,8 +153,7 @@ with right:
 if state.get("label_toast"):
     st.toast(state.pop("label_toast"), icon="✅")
 
-ui.shortcuts({"y": "label_correct_", "n": "label_incorrect_", "s": "label_skip_", "u": "label_undo_",
-              **{str(i): f"label_crit_{i}_" for i in range(1, 10)}})
+ui.shortcuts({str(i): f"label_crit_{i}_{n}" for i in range(1, 10)})
 
 if mode != "Settle disagreements":
     ui.prepare_ahead(project, store.upcoming_clips(project, coach, exercise, current=clip["id"]))

@@ -46,7 +46,7 @@ with clips_tab:
         if (lo, hi) != (0.0, 1.0):
             view = view[view.complexity.between(lo, hi)]
         st.caption(f"{len(view)} of {len(rows)} clips · click a column header to sort")
-        st.dataframe(view, hide_index=True, use_container_width=True,
+        st.dataframe(view, hide_index=True, width="stretch",
                      column_config={"complexity": st.column_config.NumberColumn(format="%.2f")})
 
         st.subheader("Class balance per exercise")
@@ -54,14 +54,14 @@ with clips_tab:
         st.plotly_chart(px.bar(balance, x="exercise", y="clips", color="label", barmode="stack",
                                color_discrete_map={"correct": "#2e7d32", "incorrect": "#c62828",
                                                    "disputed": "#f9a825", "unlabelled": "#9e9e9e"}),
-                        use_container_width=True)
+                        width="stretch")
 
         st.subheader("Label history of a clip")
         clip_id = st.selectbox("Clip", view.clip_id.tolist() or rows.clip_id.tolist(), key="dataset_history_clip")
         history = store.label_history(project, clip_id)
         if history:
             st.dataframe(pd.DataFrame(history)[["created_at", "annotator", "kind", "verdict", "criteria", "note",
-                                                "seconds"]], hide_index=True, use_container_width=True)
+                                                "seconds"]], hide_index=True, width="stretch")
         else:
             st.caption("No label events for this clip yet.")
 
@@ -72,7 +72,7 @@ with videos_tab:
         st.dataframe(
             pd.DataFrame(videos)[["title", "exercise", "frames", "fps", "width", "height", "person_share",
                                   "trimmed_share", "clips", "source"]],
-            hide_index=True, use_container_width=True,
+            hide_index=True, width="stretch",
             column_config={
                 "person_share": st.column_config.ProgressColumn("person", format="percent", min_value=0, max_value=1),
                 "trimmed_share": st.column_config.ProgressColumn("trimmed", format="percent", min_value=0,
@@ -91,7 +91,7 @@ with agree_tab:
         st.info("Agreement needs clips judged by at least two coaches.")
     else:
         st.caption("Cohen's kappa for two coaches, Fleiss' kappa for more; criteria use pass/fail.")
-        st.dataframe(table, hide_index=True, use_container_width=True,
+        st.dataframe(table, hide_index=True, width="stretch",
                      column_config={"percent_agreement": st.column_config.NumberColumn(format="%.2f"),
                                     "kappa": st.column_config.NumberColumn(format="%.2f")})
     settled = store.adjudications(project)
@@ -100,7 +100,7 @@ with agree_tab:
     if open_cases:
         st.dataframe(pd.DataFrame([{"clip_id": d["clip_id"], "split": d["split"],
                                     "votes": ", ".join(f"{k}: {v}" for k, v in d["votes"].items())}
-                                   for d in open_cases]), hide_index=True, use_container_width=True)
+                                   for d in open_cases]), hide_index=True, width="stretch")
         st.caption("A lead coach settles these on the Label page (queue: Settle disagreements).")
 
 # ------------------------------------------------------------------ import / export
@@ -147,7 +147,7 @@ with catalogue_tab:
             st.text(ex["description"])
             st.caption("Joints of interest: " + (", ".join(ex["joints"]) or "none"))
             if ex["criteria"]:
-                st.dataframe(pd.DataFrame(ex["criteria"]), hide_index=True, use_container_width=True)
+                st.dataframe(pd.DataFrame(ex["criteria"]), hide_index=True, width="stretch")
     names = [e["name"] for e in store.list_exercises(project)]
     with st.form("dataset_add_criterion", clear_on_submit=True):
         st.markdown("**Add a criterion**")
