@@ -146,7 +146,7 @@ def clip_player(project: Project, clip: dict, video: dict | None, joints: list[s
         path = None
     b64 = base64.b64encode(path.read_bytes()).decode() if path else None
     st.iframe(player_html(landmarks, clip["fps"], angles, b64, aspect, PLAYER_HEIGHT, show_skeleton),
-              height=PLAYER_HEIGHT)
+              height="content")
 
 
 def prepare_ahead(project: Project, clips: list[dict]) -> None:

@@ -14,7 +14,7 @@ from curation import store
 from curation.ingest import DownloadFailed, IngestOptions, UnsupportedSource, download, fetch_local, is_url, source_key
 from curation.jobs import Cancelled, JobFailed
 from curation.kinematics import complexity_components
-from curation.pose import PoseCancelled, PoseOptions, UnreadableVideo, extract_pose, save_track
+from curation.pose import PoseOptions, UnreadableVideo, extract_pose_parallel, save_track
 from curation.project import Project
 from curation.segment import SegmentOptions, segment_repetitions
 from curation.trim import TrimOptions, find_movement
@@ -43,6 +43,8 @@ class PipelineOptions:
     trim: TrimOptions = field(default_factory=TrimOptions)
     segment: SegmentOptions = field(default_factory=SegmentOptions)
     min_person_share: float = 0.2  # below this the video is refused: no usable athlete in it
+    # Pose processes for one long video (short ones run in one): one per core when this job runs alone.
+    pose_workers: int = 2
 
 
 def video_id_for(key: str) -> str:
@@ -113,14 +115,11 @@ def ingest_source(
         info = normalise_video(fetched.path, video_path, options.normalise)
         check()
         report(0.3, "tracking pose")
-        try:
-            track = extract_pose(
-                video_path, options.pose,
-                progress=lambda d, t: report(0.3 + 0.6 * d / max(t, 1), f"tracking pose: frame {d} of {t}"),
-                cancelled=stop,
-            )
-        except PoseCancelled as exc:
-            raise Cancelled() from exc
+        track = extract_pose_parallel(
+            video_path, options.pose, workers=options.pose_workers,
+            progress=lambda d, t: report(0.3 + 0.6 * d / max(t, 1), f"tracking pose: frame {d} of {t}"),
+            cancelled=stop,
+        )
         if track.person_share < options.min_person_share:
             raise NoPersonDetected(
                 f"a person was found in only {track.person_share:.0%} of the frames "
@@ -185,9 +184,11 @@ def _finite(x: float) -> float | None:
 
 def ingest_job(project: Project, params: dict, progress: Progress, cancelled: Callable[[], bool]) -> dict:
     """The background job of the Ingest page: one source; user errors end the job with their message."""
+    # Another job running at the same time already has the second core.
+    workers = 1 if len(store.running_jobs(project)) > 1 else 2
     try:
         return ingest_source(
-            project, params["source"], params.get("exercise"),
+            project, params["source"], params.get("exercise"), options=PipelineOptions(pose_workers=workers),
             progress=progress, cancelled=cancelled, title=params.get("title"),
         )
     except USER_ERRORS as exc:

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from curation.jobs import Cancelled
+
 # Call progress() and cancelled() this often: about one second of 30 fps video, about 0.4 s of work.
 PROGRESS_EVERY = 30
 # Longer side of the grey image the motion signal is computed on: small enough to cost ~0.3 ms a 720p
@@ -38,8 +40,9 @@ class UnreadableVideo(ValueError):
     """The file cannot be opened or decoded as a video (missing, not a video, truncated, no frames)."""
 
 
-class PoseCancelled(Exception):
-    """Pose extraction stopped because cancelled() returned True."""
+# Cancelling is one exception across the stages (curation.jobs.Cancelled); this name is kept for readers of
+# this module.
+PoseCancelled = Cancelled
 
 
 class PoseWorkerFailed(RuntimeError):

@@ -75,7 +75,7 @@ st.caption(f"Clip {clip['id']} · {clip['exercise']} · frames {clip['start_fram
            f"({(clip['end_frame'] - clip['start_frame']) / clip['fps']:.1f} s)")
 if video and video["title"]:
     st.text(f"From: {video['title']}")  # untrusted text: st.text renders neither HTML nor Markdown
-left, right = st.columns([3, 2])
+left, right = st.columns([5, 2])
 with left:
     ui.clip_player(project, clip, video, ex["joints"], show_skeleton)
     with st.expander("History of this clip"):
@@ -110,7 +110,7 @@ with right:
                 components[name] = st.slider(title, 0.0, 1.0, float(auto) if auto is not None else 0.5, 0.05,
                                              key=f"label_{name}_{n}")
         note = st.text_area("Note", key=f"label_note_{n}", max_chars=10_000, height=68)
-        b1, b2, b3 = st.columns(3)
+        b1, b2 = st.columns(2)
         pressed = None
         if b1.form_submit_button("Correct", key=f"label_correct_{n}", type="primary", shortcut="Y",
                                  width="stretch"):
@@ -118,7 +118,7 @@ with right:
         if b2.form_submit_button("Incorrect", key=f"label_incorrect_{n}", type="primary", shortcut="N",
                                  width="stretch"):
             pressed = "incorrect"
-        if b3.form_submit_button("Skip", key=f"label_skip_{n}", shortcut="S", width="stretch",
+        if st.form_submit_button("Skip", key=f"label_skip_{n}", shortcut="S", width="stretch",
                                  disabled=kind != "verdict"):
             pressed = "skip"
 
@@ -132,7 +132,8 @@ with right:
                 "seconds": round(time.time() - state["label_shown_at"], 2),
                 "request_id": state["label_request"], **components}
 
-    if st.button("Undo last verdict", key=f"label_undo_{n}", shortcut="U", disabled=not undo_stack):
+    if st.button("Undo last verdict", key=f"label_undo_{n}", shortcut="U", disabled=not undo_stack,
+                 width="stretch"):
         last_clip, last_event = undo_stack.pop()
         store.add_label_event(project, {"clip_id": last_clip, "annotator": coach, "kind": "undo",
                                         "undoes": last_event, "request_id": f"undo-{last_event}"})

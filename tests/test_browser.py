@@ -99,8 +99,8 @@ def wait_for_events(project: Project, coach: str, count: int, timeout: float = 2
 def sign_in(page, app_url: str, name: str) -> None:
     """Open the Label page and start labelling as a new coach."""
     page.goto(f"{app_url}/Label")
-    page.locator(".st-key-who_pick").wait_for()
-    if not page.get_by_label("Your name").is_visible():
+    page.get_by_role("button", name="Start labelling").wait_for()  # drawn after the name field, if any
+    if not page.get_by_label("Your name").is_visible():  # a known coach is preselected
         page.locator(".st-key-who_pick").click()
         page.get_by_role("option", name="(new coach)").click()
     page.get_by_label("Your name").fill(name)
