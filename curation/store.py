@@ -543,20 +543,23 @@ _QUEUE_SQL = """
     LEFT JOIN (SELECT clip_id, count(DISTINCT annotator) AS coaches FROM label_events
                WHERE kind = 'verdict' AND verdict != 'skip' GROUP BY clip_id) n ON n.clip_id = c.id
     WHERE c.active AND (:exercise IS NULL OR c.exercise = :exercise)
-      AND c.id NOT IN (SELECT clip_id FROM claims WHERE annotator != :me AND expires_at >= :now)
       AND c.id NOT IN (SELECT clip_id FROM label_events WHERE annotator = :me AND kind = 'verdict'
                        AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL))
-    ORDER BY coaches, c.video_id, c.start_frame, c.id
+    ORDER BY c.id IN (SELECT clip_id FROM claims WHERE annotator != :me AND expires_at >= :now),
+             coaches, c.video_id, c.start_frame, c.id
     LIMIT :limit
 """
 
 
 def next_clip(project: Project, annotator: str, exercise: str | None = None,
               claim_seconds: float = CLAIM_SECONDS) -> dict | None:
-    """The next clip for this coach, claimed for them: one they have not judged, that no other coach holds.
+    """The next clip for this coach, claimed for them: one they have not judged, preferably one no other coach
+    holds right now.
 
-    Clips fewer coaches have labelled come first (spreads the work), then video order. A claim lasts
-    claim_seconds; a coach holds one claim at a time. Returns None when the queue is empty.
+    Clips no one holds come first, then clips fewer coaches have labelled (spreads the work), then video
+    order. A claim steers, it does not lock: when every clip left is held by others, one of those is handed
+    out too (two coaches on one clip is allowed). A claim lasts claim_seconds; a coach holds one at a time.
+    Returns None when this coach has judged every clip.
     """
     stamp = datetime.now(timezone.utc).timestamp()
     with connect(project) as db, transaction(db) as conn:

@@ -1,0 +1,246 @@
+"""The Label and Dataset pages through AppTest: verdicts land once, undo, several coaches, untrusted text."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from curation import store
+from curation.dataset import import_folder
+from curation.project import Project
+from curation.sample import sample_project
+from tests.conftest import ROOT
+from tests.test_dataset import write_folder
+
+LABEL, DATASET = "pages/2_Label.py", "pages/3_Dataset.py"
+
+
+@pytest.fixture
+def project(data_dir, monkeypatch) -> Project:
+    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
+    return Project.open(data_dir)
+
+
+@pytest.fixture
+def sample(project) -> Project:
+    sample_project(project, clips_per_class=3)
+    return project
+
+
+def page(path: str, coach: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(ROOT / path), default_timeout=60)
+    if coach:
+        store.add_annotator(Project.open(None), coach)
+        at.session_state["annotator"] = coach
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def button(at: AppTest, prefix: str):
+    return next(b for b in at.button if b.key and b.key.startswith(prefix))
+
+
+def events_of(project: Project, coach: str) -> list[dict]:
+    return [e for c in store.clip_ids(project) for e in store.label_history(project, c) if e["annotator"] == coach]
+
+
+@pytest.mark.parametrize("path", [LABEL, DATASET])
+def test_the_page_opens_on_an_empty_project(project, path):
+    page(path, coach="kim")
+
+
+@pytest.mark.parametrize("path", [LABEL, DATASET])
+def test_the_page_opens_on_a_filled_project(sample, path):
+    page(path, coach="kim")
+
+
+def test_the_label_page_asks_who_is_labelling(sample):
+    at = page(LABEL)
+    assert any("name" in i.value for i in at.info)
+    at.text_input(key="who_name").input("  Dana  ")
+    at.button(key="who_start").click().run()
+    assert at.session_state["annotator"] == "Dana"
+    assert [a["name"] for a in store.list_annotators(sample)] == ["Dana"]
+
+
+def test_an_empty_name_is_refused(sample):
+    at = page(LABEL)
+    at.button(key="who_start").click().run()
+    assert any("name" in e.value for e in at.error)
+    assert store.list_annotators(sample) == []
+
+
+def test_a_verdict_lands_once_with_criteria_components_and_time(sample):
+    at = page(LABEL, coach="kim")
+    first = at.session_state["label_clip"]
+    crit = next(c for c in at.checkbox if c.key.startswith("label_crit_1_"))
+    crit.check()
+    button(at, "label_incorrect_").click()
+    at.run()
+    assert not at.exception
+    [event] = events_of(sample, "kim")
+    assert (event["clip_id"], event["verdict"], event["kind"]) == (first, "incorrect", "verdict")
+    assert "fail" in event["criteria"].values() and "pass" in event["criteria"].values()
+    assert event["seconds"] >= 0 and event["joints_engaged"] is not None
+    assert at.session_state["label_clip"] != first  # auto-advance
+    at.run()  # a rerun (refresh of the same session) adds nothing
+    assert len(events_of(sample, "kim")) == 1
+
+
+def test_a_repeated_request_is_recorded_once(sample):
+    at = page(LABEL, coach="kim")
+    request = at.session_state["label_request"]
+    clip = at.session_state["label_clip"]
+    button(at, "label_correct_").click()
+    at.run()
+    # The second click of a double click carries the same request as the first.
+    again = store.add_label_event(sample, {"clip_id": clip, "annotator": "kim", "verdict": "correct",
+                                           "request_id": request})
+    assert again is None and len(events_of(sample, "kim")) == 1
+
+
+def test_undo_takes_the_verdict_back_as_a_new_event(sample):
+    at = page(LABEL, coach="kim")
+    first = at.session_state["label_clip"]
+    button(at, "label_correct_").click()
+    at.run()
+    button(at, "label_undo_").click()
+    at.run()
+    assert at.session_state["label_clip"] == first  # back on the clip to label it again
+    kinds = [e["kind"] for e in events_of(sample, "kim")]
+    assert kinds == ["verdict", "undo"]
+    assert not [r for r in store.current_labels(sample) if r["annotator"] == "kim"]
+
+
+def test_two_coaches_get_different_clips_and_keep_their_own_verdicts(sample):
+    kim, lee = page(LABEL, coach="kim"), page(LABEL, coach="lee")
+    assert kim.session_state["label_clip"] != lee.session_state["label_clip"]
+    clip = kim.session_state["label_clip"]
+    button(kim, "label_correct_").click()
+    kim.run()
+    store.add_label_event(sample, {"clip_id": clip, "annotator": "lee", "verdict": "incorrect"})
+    mine = {r["annotator"]: r["verdict"] for r in store.current_labels(sample) if r["clip_id"] == clip}
+    assert mine == {"kim": "correct", "lee": "incorrect"}
+
+
+def test_a_lead_coach_settles_a_disagreement(sample):
+    clip = store.clip_ids(sample)[0]
+    for who, verdict in (("kim", "correct"), ("lee", "incorrect")):
+        store.add_label_event(sample, {"clip_id": clip, "annotator": who, "verdict": verdict})
+    store.add_annotator(sample, "max", role="lead")
+    at = AppTest.from_file(str(ROOT / LABEL), default_timeout=60)
+    at.session_state["annotator"] = "max"
+    at.run()
+    at.radio(key="label_mode").set_value("Settle disagreements").run()
+    assert at.session_state["label_clip"] == clip
+    button(at, "label_incorrect_").click()
+    at.run()
+    assert store.consensus_labels(sample)[clip] | {"votes": None} == {
+        "label": "incorrect", "votes": None, "criteria": {}, "source": "adjudication"}
+    assert any("No open disagreements" in s.value for s in at.success)
+
+
+def test_untrusted_text_is_shown_as_text(project, tmp_path):
+    title = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    note = "n" * 10_000
+    rows = [{"clip_id": "c1", "exercise": "squat", "label": "", "fps": "30", "source": title}]
+    import_folder(project, write_folder(tmp_path / "ds", rows, {"c1": np.random.default_rng(0).random(
+        (10, 33, 4)).astype(np.float32)}))
+    store.add_label_event(project, {"clip_id": "c1", "annotator": "<b>eve</b>", "verdict": "correct", "note": note})
+    at = page(DATASET)
+    assert not at.exception
+    # Nothing on the page is rendered as HTML: markdown elements never carry the raw tags.
+    assert all("<script>" not in m.value for m in at.markdown)
+    shown = [df.value for df in at.dataframe]
+    assert any((df == title).any().any() for df in shown)  # the title is shown, verbatim, as data
+    at = page(LABEL, coach="<b>eve</b>")
+    assert not at.exception
+    assert all("<b>" not in m.value for m in at.markdown)
+
+
+def test_boundaries_move_and_a_clip_splits(sample):
+    at = page(LABEL, coach="kim")
+    clip = store.get_clip(sample, at.session_state["label_clip"])
+    at.number_input(key=f"label_start_{at.session_state['label_n']}").set_value(clip["start_frame"] + 2)
+    button(at, "label_bounds_").click()
+    at.run()
+    moved = store.get_clip(sample, clip["id"])
+    assert moved["start_frame"] == clip["start_frame"] + 2
+    button(at, "label_split_").click()
+    at.run()
+    assert not store.get_clip(sample, clip["id"])["active"]
+    halves = [store.get_clip(sample, f"{clip['id']}-{s}") for s in "ab"]
+    assert halves[0]["start_frame"] == moved["start_frame"] and halves[1]["end_frame"] == moved["end_frame"]
+    assert halves[0]["end_frame"] == halves[1]["start_frame"]
+
+
+def test_bad_boundaries_are_refused_and_change_nothing(sample):
+    at = page(LABEL, coach="kim")
+    clip = store.get_clip(sample, at.session_state["label_clip"])
+    n = at.session_state["label_n"]
+    at.number_input(key=f"label_start_{n}").set_value(clip["end_frame"] + 5)
+    button(at, "label_bounds_").click()
+    at.run()
+    assert any("at least one frame" in e.value for e in at.error)
+    assert store.get_clip(sample, clip["id"])["start_frame"] == clip["start_frame"]
+
+
+def test_the_dataset_page_filters_and_adds_to_the_catalogue(sample):
+    at = page(DATASET)
+    at.multiselect(key="dataset_label").set_value(["unlabelled"]).run()
+    table = at.dataframe[0].value
+    assert len(table) > 0 and set(table.label) == {"unlabelled"}
+    at.text_input(key="dataset_ex_name").input("Wall Sit")
+    at.text_input(key="dataset_ex_text").input("Isometric squat against a wall")
+    at.button(key="FormSubmitter:dataset_add_exercise-Add exercise").click().run()
+    assert "wall sit" in [e["name"] for e in store.list_exercises(sample)]
+    at.text_input(key="dataset_ex_name").input("Wall Sit")
+    at.button(key="FormSubmitter:dataset_add_exercise-Add exercise").click().run()
+    assert any("exists already" in e.value for e in at.error)
+
+
+def test_home_opens_the_sample_project(project):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    at.button(key="home_sample").click().run()
+    counts = store.stats(project)
+    assert counts["clips"] >= 60 and 0 < counts["labelled"] < counts["clips"]
+    assert {"squat", "bicep curl", "push-up"} <= counts["per_exercise"].keys()
+
+
+def _coach_session(root: str, coach: str, results) -> None:
+    project = Project.open(root)
+    done = []
+    while (clip := store.next_clip(project, coach)) is not None:
+        store.add_label_event(project, {"clip_id": clip["id"], "annotator": coach, "verdict": "correct",
+                                        "request_id": f"{coach}-{clip['id']}"})
+        done.append(clip["id"])
+    results.put((coach, done))
+
+
+@pytest.mark.slow
+def test_eight_coaches_labelling_500_clips_at_once_lose_and_double_nothing(project, tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [{"clip_id": f"c{i:03d}", "exercise": "squat", "label": "", "fps": "30"} for i in range(500)]
+    import_folder(project, write_folder(tmp_path / "ds", rows, {r["clip_id"]: rng.random((2, 33, 4)).astype(
+        np.float32) for r in rows}))
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_coach_session, args=(str(project.root), f"coach{k}", results)) for k in range(8)]
+    for p in procs:
+        p.start()
+    done = dict(results.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 8
+    # Every coach judged every clip once: 8 x 500 events, none lost, none doubled.
+    assert all(sorted(ids) == sorted(r["clip_id"] for r in rows) for ids in done.values())
+    labels = store.current_labels(project)
+    assert len(labels) == 8 * 500
+    assert len({(r["clip_id"], r["annotator"]) for r in labels}) == 8 * 500
+    # While they worked side by side, claims spread them: their first clips were all different.
+    assert len({ids[0] for ids in done.values()}) == 8
