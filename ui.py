@@ -47,9 +47,24 @@ def job_card(project: Project, job: dict, key_prefix: str) -> None:
 # ---------------------------------------------------------------- who is labelling
 
 
+def _oidc_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except FileNotFoundError:  # no secrets file: the local default
+        return False
+
+
 def annotator(project: Project) -> str | None:
-    """The coach using this session: picked or typed once in the sidebar, kept for the session."""
+    """The coach using this session, kept for the session: picked or typed once in the sidebar locally;
+    with a password list ($FORMCHECK_PASSWORDS) a name and password; with OIDC in secrets, st.login."""
+    from curation.accounts import AccountError, check_password, password_file
+
     with st.sidebar:
+        if _oidc_configured():
+            if not st.user.is_logged_in:
+                st.button("Log in", key="who_login", on_click=st.login)
+                return None
+            st.session_state["annotator"] = store.add_annotator(project, st.user.get("name") or st.user.get("email"))
         if st.session_state.get("annotator"):
             st.markdown(f"Labelling as **{_md_escape(st.session_state['annotator'])}**")
             if st.button("Switch coach", key="who_switch"):
@@ -57,6 +72,21 @@ def annotator(project: Project) -> str | None:
                 st.rerun()
             return st.session_state["annotator"]
         st.subheader("Who is labelling?")
+        if (passwords := password_file()) is not None:
+            name = st.text_input("Name", key="who_login_name")
+            password = st.text_input("Password", type="password", key="who_password")
+            if st.button("Log in", key="who_start", type="primary"):
+                try:
+                    accepted = check_password(passwords, name, password)
+                except AccountError as exc:
+                    st.error(str(exc))
+                    return None
+                if not accepted:
+                    st.error("Unknown name or wrong password.")
+                    return None
+                st.session_state["annotator"] = store.add_annotator(project, name)
+                st.rerun()
+            return None
         known = [a["name"] for a in store.list_annotators(project)]
         choice = st.selectbox("Coach", ["(new coach)"] + known, key="who_pick",
                               index=1 if len(known) == 1 else 0)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from curation import jobs, store
+from curation.accounts import AccountError
 from curation.dataset import LAYOUTS, DatasetError, export_folder, import_folder
 from curation.project import Project, UnsafePath
 
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common], help="write the project's clips as a pose dataset folder")
     p.add_argument("folder", type=Path)
     sub.add_parser("worker", parents=[common], help="run queued background jobs (started by the app)")
+    p = sub.add_parser("passwd", parents=[common], help="set a coach's password in a password list (shared use)")
+    p.add_argument("name")
+    p.add_argument("--file", type=Path, required=True, help="the list the app reads from $FORMCHECK_PASSWORDS")
     return parser
 
 
@@ -86,7 +90,18 @@ def _worker(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     return {"jobs": jobs.run_worker(project)}, 0
 
 
-COMMANDS = {"ingest": _ingest, "stats": _stats, "import": _import, "export": _export, "worker": _worker}
+def _passwd(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    import getpass
+
+    from curation.accounts import set_password
+
+    password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    set_password(args.file, args.name, password)
+    print(f"password set for {args.name} in {args.file}")
+    return {"name": args.name}, 0
+
+
+COMMANDS = {"ingest": _ingest, "stats": _stats, "import": _import, "export": _export, "worker": _worker, "passwd": _passwd}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         project = Project.open(args.data)
         result, status = COMMANDS[args.command](project, args)
-    except (DatasetError, UnsafePath, store.StoreError, OSError) as exc:
+    except (DatasetError, UnsafePath, store.StoreError, AccountError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -198,6 +198,6 @@ def test_cli_refuses_a_bad_folder_in_one_line(tmp_path, data_dir):
 
 
 def test_every_command_has_help():
-    for command in ("ingest", "stats", "import", "export", "worker"):
+    for command in ("ingest", "stats", "import", "export", "worker", "passwd"):
         out = run_cli(command, "--help")
         assert out.returncode == 0 and "--data" in out.stdout, command

@@ -244,3 +244,22 @@ def test_eight_coaches_labelling_500_clips_at_once_lose_and_double_nothing(proje
     assert len({(r["clip_id"], r["annotator"]) for r in labels}) == 8 * 500
     # While they worked side by side, claims spread them: their first clips were all different.
     assert len({ids[0] for ids in done.values()}) == 8
+
+
+def test_with_a_password_list_only_a_right_password_lets_a_coach_in(sample, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    passwords = tmp_path / "passwords"
+    out = subprocess.run([sys.executable, "-m", "curation", "passwd", "Dana", "--file", str(passwords)],
+                         input="long secret\n", capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    monkeypatch.setenv("FORMCHECK_PASSWORDS", str(passwords))
+    at = page(LABEL)
+    at.text_input(key="who_login_name").input("Dana")
+    at.text_input(key="who_password").input("wrong secret")
+    at.button(key="who_start").click().run()
+    assert any("wrong password" in e.value for e in at.error) and "annotator" not in at.session_state
+    at.text_input(key="who_password").input("long secret")
+    at.button(key="who_start").click().run()
+    assert at.session_state["annotator"] == "Dana"
