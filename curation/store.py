@@ -585,6 +585,12 @@ def release_claims(project: Project, annotator: str) -> None:
         conn.execute("DELETE FROM claims WHERE annotator = ?", (annotator,))
 
 
+def clip_exercises(project: Project) -> list[str]:
+    """The exercises that have active clips."""
+    with connect(project) as db:
+        return [r[0] for r in db.conn.execute("SELECT DISTINCT exercise FROM clips WHERE active ORDER BY exercise")]
+
+
 def get_clip(project: Project, clip_id: str) -> dict | None:
     with connect(project) as db:
         rows = _rows(db.conn, "SELECT * FROM clips WHERE id = ?", (clip_id,))

@@ -22,7 +22,7 @@ if not coach:
 exercises = {e["name"]: e for e in store.list_exercises(project)}
 state = st.session_state
 with st.sidebar:
-    shown = ["(all)"] + sorted({c["exercise"] for c in store.list_clips(project)})
+    shown = ["(all)"] + store.clip_exercises(project)
     pick = st.selectbox("Exercise", shown, key="label_exercise")
     exercise = None if pick == "(all)" else pick
     is_lead = any(a["name"] == coach and a["role"] == "lead" for a in store.list_annotators(project))
