@@ -48,3 +48,16 @@ def video_server(videos: Path):
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+def start_python(call: str):
+    """Start a fresh interpreter running `call` (a Python expression) from the project root.
+
+    Used instead of multiprocessing: its "spawn" start re-runs the parent's __main__, which inside pytest
+    can be a Streamlit page left there by AppTest.
+    """
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", call], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)

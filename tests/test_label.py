@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from curation import store
 from curation.dataset import import_folder
 from curation.project import Project
 from curation.sample import sample_project
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_python
 from tests.test_dataset import write_folder
 
 LABEL, DATASET = "pages/2_Label.py", "pages/3_Dataset.py"
@@ -212,14 +212,15 @@ def test_home_opens_the_sample_project(project):
     assert {"squat", "bicep curl", "push-up"} <= counts["per_exercise"].keys()
 
 
-def _coach_session(root: str, coach: str, results) -> None:
+def _coach_session(root: str, coach: str) -> None:
+    """One coach labelling until the queue is empty; prints the clip ids in the order judged."""
     project = Project.open(root)
     done = []
     while (clip := store.next_clip(project, coach)) is not None:
         store.add_label_event(project, {"clip_id": clip["id"], "annotator": coach, "verdict": "correct",
                                         "request_id": f"{coach}-{clip['id']}"})
         done.append(clip["id"])
-    results.put((coach, done))
+    print(json.dumps(done))
 
 
 @pytest.mark.slow
@@ -228,15 +229,11 @@ def test_eight_coaches_labelling_500_clips_at_once_lose_and_double_nothing(proje
     rows = [{"clip_id": f"c{i:03d}", "exercise": "squat", "label": "", "fps": "30"} for i in range(500)]
     import_folder(project, write_folder(tmp_path / "ds", rows, {r["clip_id"]: rng.random((2, 33, 4)).astype(
         np.float32) for r in rows}))
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_coach_session, args=(str(project.root), f"coach{k}", results)) for k in range(8)]
-    for p in procs:
-        p.start()
-    done = dict(results.get(timeout=300) for _ in procs)
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0] * 8
+    procs = {f"coach{k}": start_python(f"from tests.test_label import _coach_session; "
+                                       f"_coach_session({str(project.root)!r}, 'coach{k}')") for k in range(8)}
+    outputs = {coach: p.communicate(timeout=300) for coach, p in procs.items()}
+    assert [p.returncode for p in procs.values()] == [0] * 8, outputs
+    done = {coach: json.loads(out) for coach, (out, _err) in outputs.items()}
     # Every coach judged every clip once: 8 x 500 events, none lost, none doubled.
     assert all(sorted(ids) == sorted(r["clip_id"] for r in rows) for ids in done.values())
     labels = store.current_labels(project)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import sqlite3
 
 import pytest
 
 from curation import catalogue, store
 from curation.project import Project, UnsafePath
+from tests.conftest import start_python
 
 
 @pytest.fixture
@@ -138,13 +138,10 @@ def _label_many(root: str, worker: int, n: int) -> None:
 def test_concurrent_writers_lose_and_double_nothing(project):
     store.add_clips(project, [_clip(f"c{i}") for i in range(20)], [])
     workers, per_worker = 4, 150
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_label_many, args=(str(project.root), w, per_worker)) for w in range(workers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0] * workers
+    procs = [start_python(f"from tests.test_store import _label_many; _label_many({str(project.root)!r}, {w}, "
+                          f"{per_worker})") for w in range(workers)]
+    outcomes = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * workers, outcomes
     with store.connect(project) as db:
         assert db["label_events"].count == workers * per_worker
         assert db.conn.execute("SELECT count(DISTINCT request_id) FROM label_events").fetchone()[0] == workers * per_worker
