@@ -24,7 +24,7 @@ chromium:
 
 run: $(STAMP)
 	$(BIN)/streamlit run app.py --server.headless true --server.port $(PORT) \
-		--browser.gatherUsageStats false -- --data data
+		--browser.gatherUsageStats false --server.maxUploadSize 500 -- --data data
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest

@@ -73,9 +73,14 @@ if submitted:
         st.warning("Paste at least one link or choose a file.")
 
 
-@st.fragment(run_every=2)
+active_at_start = len(active_sources())
+
+
+@st.fragment(run_every=2 if active_at_start else None)
 def job_list() -> None:
     recent = store.list_jobs(project, limit=20)
+    if len([j for j in recent if j["status"] in ("queued", "running")]) < active_at_start:
+        st.rerun(scope="app")  # a job ended: refresh the videos table below too
     if not recent:
         st.caption("No videos added yet.")
         return

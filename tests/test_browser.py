@@ -171,3 +171,16 @@ def test_the_label_page_shows_the_skeleton_player(page, app_url, ingested, tmp_p
         shutil.copy(shot, Path(os.environ["FORMCHECK_SCREENSHOTS"]) / "label_player.png")
     # Eli opened a clip but judged nothing: no label appears for him.
     assert not [e for e in store.current_labels(ingested) if e["annotator"] == "Eli"]
+
+
+def test_an_uploaded_video_is_ingested_in_the_background(page, app_url, ingested, videos):
+    before = len(store.list_videos(ingested))
+    page.goto(f"{app_url}/Ingest")
+    page.locator(".st-key-ingest_uploads input[type=file]").set_input_files(str(videos / "twix" / "correct-squat.mp4"))
+    page.get_by_text("correct-squat.mp4").wait_for()
+    page.get_by_role("button", name="Add videos").click()
+    page.get_by_text("queued").first.wait_for()
+    page.get_by_text(re.compile(r"\d+ clips · 382 frames")).wait_for(timeout=120_000)  # the job card, live
+    assert len(store.list_videos(ingested)) == before + 1
+    assert [j["status"] for j in store.list_jobs(ingested)][:1] == ["done"]
+    assert not list((ingested.work / "uploads").iterdir())  # the upload is removed once ingested
