@@ -155,8 +155,10 @@ def shortcuts(keys: dict[str, str]) -> None:
 PLAYER_HEIGHT = 440
 
 
-def clip_player(project: Project, clip: dict, video: dict | None, joints: list[str], show_skeleton: bool) -> None:
-    """The looping clip with its skeleton and the exercise's joint-angle traces (curation.player)."""
+def clip_player(project: Project, clip: dict, video: dict | None, joints: list[str], show_skeleton: bool,
+                attention=None, joint_weights=None) -> None:
+    """The looping clip with its skeleton and the exercise's joint-angle traces (curation.player); with a
+    model's explanation, its attention over the frames and its saliency per joint drawn in red."""
     import base64
 
     from curation.clipmedia import MissingVideo, clip_video
@@ -175,8 +177,8 @@ def clip_player(project: Project, clip: dict, video: dict | None, joints: list[s
         st.warning(f"The video file is missing ({exc}); showing the skeleton only.")
         path = None
     b64 = base64.b64encode(path.read_bytes()).decode() if path else None
-    st.iframe(player_html(landmarks, clip["fps"], angles, b64, aspect, PLAYER_HEIGHT, show_skeleton),
-              height="content")
+    st.iframe(player_html(landmarks, clip["fps"], angles, b64, aspect, PLAYER_HEIGHT, show_skeleton,
+                          attention=attention, joint_weights=joint_weights), height="content")
 
 
 def prepare_ahead(project: Project, clips: list[dict]) -> None:

@@ -23,6 +23,8 @@ def player_html(
     aspect: float,
     height: int = 420,
     show_skeleton: bool = True,
+    attention: np.ndarray | None = None,
+    joint_weights: np.ndarray | None = None,
 ) -> str:
     """One self-contained HTML document (no network, no library) that plays a clip for a coach.
 
@@ -31,6 +33,9 @@ def player_html(
     video_b64: the clip's H.264 MP4 as base64 (played looping over the skeleton), or None for a pose-only
     clip (the skeleton is animated on a dark canvas at `fps`). aspect: frame width / height.
     height: the document's height in px (the height to give streamlit.components.v1.html).
+    attention: optional (T,) weights of a model's decision over the frames, shaded under the traces (which
+    phase of the movement decided). joint_weights: optional (33,) saliency per landmark, drawn as red halos
+    on the skeleton (which joints decided); both are scaled to their maximum.
     Letter keys are never handled: they are passed on to the page around the player (its verdict keys).
     """
     lm = np.asarray(landmarks, dtype=np.float64)
@@ -51,7 +56,19 @@ def player_html(
     # Per frame, flat [x0, y0, v0, x1, y1, v1, ...]: x, y to 4 decimals (below a pixel of a 4K frame),
     # visibility to 2; rounding keeps the page small.
     pose = np.concatenate([np.round(lm[:, :, :2], 4), np.round(visibility, 2)[:, :, None]], axis=2)
+    explain = {}
+    if attention is not None:
+        a = np.nan_to_num(np.asarray(attention, dtype=np.float64).ravel())
+        if a.shape != (n,):
+            raise ValueError(f"attention has shape {a.shape}, expected ({n},)")
+        explain["attention"] = np.round(a / (a.max() or 1.0), 3).tolist()
+    if joint_weights is not None:
+        w = np.nan_to_num(np.asarray(joint_weights, dtype=np.float64).ravel())
+        if w.shape != (N_LANDMARKS,):
+            raise ValueError(f"joint_weights has shape {w.shape}, expected ({N_LANDMARKS},)")
+        explain["joints"] = np.round(w / (w.max() or 1.0), 3).tolist()
     data = {
+        "explain": explain,
         "frames": n,
         "fps": float(fps),
         "aspect": float(aspect),
@@ -260,6 +277,14 @@ _TEMPLATE = """<!DOCTYPE html>
       g.beginPath(); g.moveTo(X(e[0]), Y(e[0])); g.lineTo(X(e[1]), Y(e[1])); g.stroke();
     }
     const r = Math.max(2.5, stageH / 110);
+    if (D.explain.joints) {  // saliency: the joints that decided the verdict, as red halos
+      for (let j = 0; j < f.length / 3; j++) {
+        const w = D.explain.joints[j];
+        if (!ok(j) || !(w > 0.05)) continue;
+        g.beginPath(); g.arc(X(j), Y(j), r * (1.5 + 4 * w), 0, 2 * Math.PI);
+        g.fillStyle = "rgba(230,30,30," + (0.15 + 0.45 * w).toFixed(2) + ")"; g.fill();
+      }
+    }
     for (let j = 0; j < f.length / 3; j++) {
       if (!ok(j)) continue;
       const v = f[3 * j + 2];
@@ -311,6 +336,11 @@ _TEMPLATE = """<!DOCTYPE html>
       g.fillText(Math.round(v) + "\\u00b0", PAD.l - 4, py(v));
     }
     g.textAlign = "center"; g.textBaseline = "top";
+    if (D.explain.attention) {  // attention: the phase that decided, shaded from the bottom of the plot
+      g.fillStyle = "rgba(230,30,30,0.18)";
+      const h = plotH - PAD.b - PAD.t, w = Math.max(1, (plotW - PAD.l - PAD.r) / Math.max(1, N - 1));
+      D.explain.attention.forEach(function (a, i) { g.fillRect(px(i) - w / 2, plotH - PAD.b - a * h, w, a * h); });
+    }
     const fstep = Math.max(1, niceStep(N / 6));
     for (let i = 0; i < N; i += fstep) g.fillText(String(i + 1), px(i), plotH - PAD.b + 3);
     names.forEach(function (n, k) {

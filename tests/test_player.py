@@ -275,3 +275,19 @@ def test_pose_only_clip_animates_on_a_clock(page, squat_pose, tmp_path):
     page.wait_for_timeout(300)
     assert page.inner_text("#frame") == paused
     page.screenshot(path=str(SCREENSHOT.with_name("formcheck_player_pose.png")))
+
+
+def test_explanations_are_embedded_scaled_to_their_maximum(squat_pose):
+    lm, fps, aspect = squat_pose
+    attention = np.linspace(0, 2, len(lm))
+    joints = np.zeros(33)
+    joints[25] = 4.0  # left knee decided
+    joints[26] = 1.0
+    data = _data(player_html(lm, fps, _angles(lm, aspect), None, aspect, attention=attention, joint_weights=joints))
+    assert data["explain"]["attention"][-1] == 1.0 and data["explain"]["attention"][0] == 0.0
+    assert data["explain"]["joints"][25] == 1.0 and data["explain"]["joints"][26] == 0.25
+    assert _data(player_html(lm, fps, {}, None, aspect))["explain"] == {}
+    with pytest.raises(ValueError, match="attention"):
+        player_html(lm, fps, {}, None, aspect, attention=np.ones(3))
+    with pytest.raises(ValueError, match="joint_weights"):
+        player_html(lm, fps, {}, None, aspect, joint_weights=np.ones(17))
