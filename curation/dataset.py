@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from curation import store
+from curation.kinematics import complexity_row
 from curation.landmarks import INDEX, N_LANDMARKS
 from curation.pose import load_track
 from curation.project import Project
@@ -172,6 +173,8 @@ def import_folder(project: Project, folder: Path, layout: str = "bp33") -> Impor
     clips, events, arrays = read_folder(folder, layout)
     existing = set(store.clip_ids(project))
     fresh = [c for c in clips if c["id"] not in existing]
+    for clip in fresh:  # the automatic complexity estimate, as ingested clips get it
+        clip.update(complexity_row(arrays[clip["id"]], clip["fps"]))
     for clip in fresh:
         target = project.path(clip["pose_path"])
         tmp = target.with_suffix(".tmp.npy")

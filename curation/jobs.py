@@ -144,7 +144,19 @@ def run_job(project: Project, job: dict, runners: dict[str, Callable]) -> None:
         store.finish_job(project, job["id"], "done", result=result)
 
 
-def default_runners() -> dict[str, Callable]:
-    from curation.pipeline import ingest_job
+# Job kinds and the function that runs each, imported only in the worker that needs it (MediaPipe, torch).
+RUNNERS = {"ingest": "curation.pipeline:ingest_job", "train": "model.train:train_job"}
 
-    return {"ingest": ingest_job}
+
+def default_runners() -> dict[str, Callable]:
+    """Each kind's runner, its module imported on first use."""
+    import importlib
+
+    def lazy(target: str) -> Callable:
+        def run(*args, **kwargs):
+            module, name = target.split(":")
+            return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+        return run
+
+    return {kind: lazy(target) for kind, target in RUNNERS.items()}

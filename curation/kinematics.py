@@ -404,3 +404,10 @@ def complexity_components(landmarks: np.ndarray, fps: float, aspect: float = 1.0
     parts = np.array([joints_engaged, angular_sensitivity, range_of_motion, balance])
     index = float(np.nanmean(parts))  # balance alone may be NaN; the other three are measured here
     return Complexity(joints_engaged, angular_sensitivity, range_of_motion, balance, index)
+
+
+def complexity_row(landmarks: np.ndarray, fps: float, aspect: float = 1.0) -> dict[str, float | None]:
+    """The complexity components and index of a clip as stored on its row (None where not measurable)."""
+    c = complexity_components(landmarks, fps, aspect)
+    values = {name: getattr(c, name) for name in COMPONENTS} | {"complexity": c.index}
+    return {k: float(v) if v is not None and np.isfinite(v) else None for k, v in values.items()}

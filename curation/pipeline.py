@@ -8,12 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from curation import store
 from curation.ingest import DownloadFailed, IngestOptions, UnsupportedSource, download, fetch_local, is_url, source_key
 from curation.jobs import Cancelled, JobFailed
-from curation.kinematics import complexity_components
+from curation.kinematics import complexity_row
 from curation.pose import PoseOptions, UnreadableVideo, extract_pose_parallel, save_track
 from curation.project import Project
 from curation.segment import SegmentOptions, segment_repetitions
@@ -134,7 +133,6 @@ def ingest_source(
             raise NoMovement("no movement long enough for a clip was found (the athlete stays still or out of view)")
         clips = []
         for i, b in enumerate(bounds):
-            c = complexity_components(track.landmarks[b.start:b.end], track.fps, aspect=aspect)
             clips.append({
                 "id": f"{video_id}_{i:03d}",
                 "video_id": video_id,
@@ -145,9 +143,7 @@ def ingest_source(
                 "method": b.method,
                 "group_name": video_id,
                 "source": source,
-                **{k: _finite(getattr(c, k)) for k in
-                   ("joints_engaged", "angular_sensitivity", "range_of_motion", "balance_demand")},
-                "complexity": _finite(c.index),
+                **complexity_row(track.landmarks[b.start:b.end], track.fps, aspect),
             })
         video = {
             "id": video_id,
@@ -176,10 +172,6 @@ def ingest_source(
         if not done and store.find_video(project, key) is None:
             video_path.unlink(missing_ok=True)
             pose_path.unlink(missing_ok=True)
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if x is not None and np.isfinite(x) else None
 
 
 def ingest_job(project: Project, params: dict, progress: Progress, cancelled: Callable[[], bool]) -> dict:
