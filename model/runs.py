@@ -1,0 +1,342 @@
+"""Runs: each training is a folder of weights and readable JSON."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from curation import store
+from curation.dataset import load_clip_landmarks
+from curation.landmarks import NAMES
+from curation.project import Project, UnsafePath
+from model.explain import joint_saliency
+from model.features import FEATURES_VERSION, Scaler, clip_features, feature_names
+from model.registry import Model
+
+# A run folder: runs/<run_id>/ with these files. DONE is written last: a folder without it is a run still
+# going, or one that failed or was killed, and is never listed or loaded as finished.
+WEIGHTS, SCALER, META, METRICS, OOF, PREDICTIONS, PROGRESS, DONE = (
+    "weights.pt", "scaler.json", "meta.json", "metrics.json", "oof.csv", "predictions.csv", "progress.json", "done")
+RUN_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # what new_run_dir makes (timestamp-random); anything else is refused
+TOP_JOINTS = 5  # joints named in an explanation
+
+
+class RunNotFound(ValueError):
+    """A run id with no finished run behind it."""
+
+
+# ---------------------------------------------------------------------------------------------- the fitted model
+
+
+@dataclass(eq=False)
+class Fitted:
+    """A fitted model with what its inputs need: the scaler fitted on its training clips and the exercise
+    vocabulary (exercise id = position in `exercises`). A model of one exercise takes no exercise input."""
+
+    model: Model
+    scaler: Scaler
+    exercises: list[str]
+
+    def exercise_ids(self, exercises: Sequence[str]) -> tuple[np.ndarray | None, np.ndarray]:
+        """(ids for the model or None for a one-exercise model, mask of clips whose exercise it knows)."""
+        index = {name: i for i, name in enumerate(self.exercises)}
+        known = np.array([e in index for e in exercises], dtype=bool)
+        if self.model.n_exercises == 0:
+            return None, known
+        return np.array([index.get(e, 0) for e in exercises], dtype=np.int64), known
+
+    def predict(self, features: Sequence[np.ndarray], exercises: Sequence[str]) -> np.ndarray:
+        """p(incorrect) per clip from raw clip_features; NaN for a clip of an exercise the model never saw
+        (a squat model has nothing to say about a push-up)."""
+        out = np.full(len(features), np.nan)
+        ids, known = self.exercise_ids(exercises)
+        keep = np.flatnonzero(known)
+        if keep.size:
+            scaled = [self.scaler.transform(features[i]) for i in keep]
+            out[keep] = self.model.predict_proba(scaled, None if ids is None else ids[keep])
+        return out
+
+    def explain(self, features: np.ndarray, exercise: str) -> dict[str, np.ndarray]:
+        """The model's attention (T,) and saliency (T, F) for one clip's raw clip_features."""
+        ids, known = self.exercise_ids([exercise])
+        if not known[0]:
+            raise RunNotFound(f"this run was not trained on {exercise!r} clips")
+        return self.model.explain(self.scaler.transform(features), None if ids is None else int(ids[0]))
+
+
+# ---------------------------------------------------------------------------------------------- folders
+
+
+def new_run_id() -> str:
+    """Timestamp (UTC, sortable) + short random part: two runs started in the same second still differ."""
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def run_dir(project: Project, run_id: str) -> Path:
+    """The folder of run `run_id`, refusing any id that is not a plain name inside project.runs."""
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise UnsafePath(f"run id {run_id!r} is not a run name (letters, digits, - and _ only)")
+    folder = project.path(Path(project.runs.relative_to(project.root)) / run_id)
+    if folder.parent != project.runs.resolve():
+        raise UnsafePath(f"run id {run_id!r} is outside the project's runs folder")
+    return folder
+
+
+def new_run_dir(project: Project) -> Path:
+    """Create and return the folder of a new run (its name is the run id)."""
+    project.runs.mkdir(parents=True, exist_ok=True)
+    while True:
+        folder = run_dir(project, new_run_id())
+        try:
+            folder.mkdir()
+        except FileExistsError:  # same second, same random part: draw again
+            continue
+        return folder
+
+
+def discard_run(folder: Path) -> None:
+    """Remove an unfinished run's folder (failed or cancelled): nothing half-written stays behind."""
+    if folder.is_dir() and not (folder / DONE).exists():
+        shutil.rmtree(folder)
+
+
+def is_finished(folder: Path) -> bool:
+    return (folder / DONE).is_file()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Atomic, readable JSON (NaN written as null: the files must stay standard JSON for other tools)."""
+    _write_atomic(path, json.dumps(_plain(value), indent=2, allow_nan=False))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    return value
+
+
+def write_progress(folder: Path, history: list[dict]) -> None:
+    """The per-epoch history so far (fold, epoch, train_loss, val_loss, val_f1), for live curves."""
+    write_json(folder / PROGRESS, history)
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if _missing(row.get(k)) else row.get(k) for k in columns})
+    os.replace(tmp, path)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def save_run(folder: Path, fitted: Fitted, meta: dict, metrics: dict, oof: list[dict], predictions: list[dict]
+             ) -> None:
+    """Write a finished run: weights, scaler, metrics, out-of-sample and all-clip predictions, then meta.json
+    and the `done` marker last.
+
+    oof rows: clip_id, exercise, group, y, p_incorrect, fold. predictions rows: clip_id, p_incorrect,
+    uncertainty (empty when unknown).
+    """
+    torch.save(fitted.model.state(), folder / WEIGHTS)
+    write_json(folder / SCALER, fitted.scaler.to_dict())
+    write_json(folder / METRICS, metrics)
+    _write_csv(folder / OOF, ["clip_id", "exercise", "group", "y", "p_incorrect", "fold"], oof)
+    _write_csv(folder / PREDICTIONS, ["clip_id", "p_incorrect", "uncertainty"], predictions)
+    write_json(folder / META, {**meta, "exercises": fitted.exercises})
+    (folder / DONE).write_text(datetime.now(timezone.utc).isoformat())
+
+
+# ---------------------------------------------------------------------------------------------- provenance
+
+
+def snapshot_hash(clip_ids: Sequence[str], labels: Sequence[int], landmarks: Sequence[np.ndarray]) -> str:
+    """sha256 over the (clip id, label, pose array) triples in clip id order: two runs on the same labelled
+    data share it, and any change of a label, a boundary or a pose array changes it."""
+    digest = hashlib.sha256()
+    for i in sorted(range(len(clip_ids)), key=lambda k: clip_ids[k]):
+        array = np.ascontiguousarray(landmarks[i], dtype=np.float32)
+        digest.update(f"{clip_ids[i]}\0{int(labels[i])}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):  # no git on this machine: the version numbers still say a lot
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def code_version() -> dict:
+    """The code that made a run: package version, features version and git commit (None outside a checkout)."""
+    try:
+        package = metadata.version("formcheck")
+    except metadata.PackageNotFoundError:
+        package = None
+    return {"package": package, "features_version": FEATURES_VERSION, "git_commit": _git_commit()}
+
+
+def label_counts(exercises: Sequence[str], labels: Sequence[int]) -> dict[str, dict[str, int]]:
+    """{exercise: {"correct": n, "incorrect": n}} of the labelled clips."""
+    out: dict[str, dict[str, int]] = {}
+    for ex, y in zip(exercises, labels):
+        entry = out.setdefault(ex, {"correct": 0, "incorrect": 0})
+        entry["incorrect" if int(y) == 1 else "correct"] += 1
+    return dict(sorted(out.items()))
+
+
+def base_meta(config: dict, clip_ids: Sequence[str], exercises: Sequence[str], labels: Sequence[int],
+              landmarks: Sequence[np.ndarray]) -> dict:
+    """meta.json of a run (without the exercise vocabulary, which save_run adds)."""
+    return {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": config,
+        "data_hash": snapshot_hash(clip_ids, labels, landmarks),
+        "n_labelled": len(clip_ids),
+        "label_counts": label_counts(exercises, labels),
+        "code_version": code_version(),
+        "feature_names": feature_names(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _finished(project: Project, run_id: str) -> Path:
+    folder = run_dir(project, run_id)
+    if not is_finished(folder):
+        raise RunNotFound(f"no finished run {run_id!r} in this project")
+    return folder
+
+
+def list_runs(project: Project) -> list[dict]:
+    """Finished runs, newest first: each its metrics.json (run_id, model, split, macro_f1, ...) plus created_at,
+    config and data_hash from meta.json."""
+    out = []
+    if not project.runs.is_dir():
+        return out
+    for folder in project.runs.iterdir():
+        if not (folder.is_dir() and RUN_ID.match(folder.name) and is_finished(folder)):
+            continue
+        meta = _read_json(folder / META)
+        out.append({**_read_json(folder / METRICS), "run_id": folder.name, "created_at": meta["created_at"],
+                    "config": meta["config"], "data_hash": meta["data_hash"]})
+    # Run ids start with the UTC time, so they break ties of created_at (whole seconds) in start order.
+    out.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
+    return out
+
+
+def load_run(project: Project, run_id: str) -> tuple[Model, Scaler, dict]:
+    """A finished run's (model, scaler, meta). Weights load with torch.load(weights_only=True): tensors and
+    plain values only, never pickled code, and only from the project's own runs folder."""
+    folder = _finished(project, run_id)
+    state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
+    model = Model.load(state)
+    scaler = Scaler.from_dict(_read_json(folder / SCALER))
+    return model, scaler, _read_json(folder / META)
+
+
+def load_fitted(project: Project, run_id: str) -> Fitted:
+    """load_run as a Fitted (model + scaler + exercise vocabulary), ready to score clips."""
+    model, scaler, meta = load_run(project, run_id)
+    return Fitted(model, scaler, list(meta["exercises"]))
+
+
+def read_oof(project: Project, run_id: str) -> pd.DataFrame:
+    """A finished run's out-of-sample predictions: clip_id, exercise, group, y, p_incorrect, fold."""
+    return pd.read_csv(_finished(project, run_id) / OOF, dtype={"clip_id": str, "exercise": str, "group": str})
+
+
+def read_predictions(project: Project, run_id: str) -> dict[str, tuple[float, float]]:
+    """A finished run's final-model predictions: clip_id -> (p_incorrect, uncertainty), NaN where unknown."""
+    out = {}
+    with (_finished(project, run_id) / PREDICTIONS).open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out[row["clip_id"]] = tuple(float(row[k]) if row[k] else math.nan for k in ("p_incorrect", "uncertainty"))
+    return out
+
+
+def latest_predictions(project: Project) -> dict[str, tuple[float, float]]:
+    """clip_id -> (p_incorrect, uncertainty) of the newest finished run; {} when there is none."""
+    finished = list_runs(project)
+    return read_predictions(project, finished[0]["run_id"]) if finished else {}
+
+
+def live_history(project: Project, run_id: str | None = None) -> list[dict]:
+    """Per-epoch rows (fold, epoch, train_loss, val_loss, val_f1) of run `run_id`, by default of the newest
+    run still going (none: [])."""
+    if run_id is None:
+        if not project.runs.is_dir():
+            return []
+        going = sorted((f for f in project.runs.iterdir() if f.is_dir() and RUN_ID.match(f.name)
+                        and not is_finished(f) and (f / PROGRESS).is_file()), key=lambda f: f.name, reverse=True)
+        if not going:
+            return []
+        folder = going[0]
+    else:
+        folder = run_dir(project, run_id)
+    path = folder / PROGRESS
+    return _read_json(path) if path.is_file() else []
+
+
+def explain(project: Project, run_id: str, clip: dict) -> dict:
+    """Why run `run_id`'s final model judged `clip` (a row of store.get_clip) as it did.
+
+    Returns p_incorrect, attention (T,) over the clip's frames, saliency (T, F), joints (33,) share of the
+    saliency per landmark, and top_joints: the TOP_JOINTS landmark names with the largest share.
+    """
+    fitted = load_fitted(project, run_id)
+    video = store.get_video(project, clip["video_id"]) if clip.get("video_id") else None
+    aspect = video["width"] / video["height"] if video and video["height"] else 1.0
+    features = clip_features(load_clip_landmarks(project, clip), float(clip["fps"]), aspect)
+    why = fitted.explain(features, clip["exercise"])
+    joints = joint_saliency(why["saliency"], feature_names())
+    top = [NAMES[i] for i in np.argsort(-joints, kind="stable")[:TOP_JOINTS] if joints[i] > 0]
+    return {"p_incorrect": float(fitted.predict([features], [clip["exercise"]])[0]), "attention": why["attention"],
+            "saliency": why["saliency"], "joints": joints, "top_joints": top}

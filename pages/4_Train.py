@@ -1,0 +1,175 @@
+"""Train: fit a model in the background, then read honest grouped metrics, calibration and the errors."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+import ui
+from curation import jobs, store
+from model import runs
+from model.registry import MODELS
+from model.train import MIN_LABELLED, RunConfig
+
+st.set_page_config(page_title="Train · Formcheck", page_icon="🧠", layout="wide")
+project = ui.project()
+st.title("Train and evaluate")
+
+# ------------------------------------------------------------------ label counts and settings
+consensus = store.consensus_labels(project)
+labels = [c["label"] for c in consensus.values() if c["label"]]
+counts = {lab: labels.count(lab) for lab in ("correct", "incorrect")}
+a, b, c = st.columns(3)
+a.metric("Labelled clips", len(labels))
+b.metric("Correct", counts["correct"])
+c.metric("Incorrect", counts["incorrect"])
+problem = None
+if len(labels) < MIN_LABELLED:
+    problem = f"Training needs at least {MIN_LABELLED} labelled clips; this project has {len(labels)}."
+elif min(counts.values()) == 0:
+    missing = "incorrect" if counts["incorrect"] == 0 else "correct"
+    problem = f"Training needs both classes: no clip is labelled {missing} yet."
+if problem:
+    st.warning(problem + " Label more clips on the Label page.")
+
+default = RunConfig()
+with st.form("train_form"):
+    c1, c2, c3, c4 = st.columns(4)
+    model_name = c1.selectbox("Model", list(MODELS), index=list(MODELS).index(default.model), key="train_model")
+    folds = c2.slider("Folds (grouped, stratified)", 2, 10, default.folds, key="train_folds")
+    holdout = c3.checkbox("Grouped 80/20 holdout instead", key="train_holdout")
+    seed = c4.number_input("Seed", 0, 10_000, default.seed, key="train_seed")
+    start = st.form_submit_button("Train in the background", type="primary", disabled=problem is not None)
+if start:
+    params = {"model": model_name, "folds": int(folds), "holdout": 0.2 if holdout else None, "seed": int(seed)}
+    jobs.submit(project, "train", params)
+    st.success("Training started: progress below. You can keep labelling in another tab meanwhile.")
+
+
+# ------------------------------------------------------------------ the running job
+def training_jobs() -> list[dict]:
+    return [j for j in store.list_jobs(project, limit=20) if j["kind"] == "train"]
+
+
+active_at_start = sum(j["status"] in ("queued", "running") for j in training_jobs())
+
+
+@st.fragment(run_every=2 if active_at_start else None)
+def live() -> None:
+    current = training_jobs()
+    if sum(j["status"] in ("queued", "running") for j in current) < active_at_start:
+        st.rerun(scope="app")  # finished: show the new run below
+    for job in current[:3]:
+        if job["status"] in ("queued", "running"):
+            ui.job_card(project, job, "train")
+            history = runs.live_history(project)
+            if history:
+                curve = pd.DataFrame(history).melt(id_vars=["fold", "epoch"],
+                                                   value_vars=["train_loss", "val_loss"], var_name="loss")
+                curve["series"] = curve["loss"] + " · fold " + curve["fold"].astype(str)
+                st.plotly_chart(px.line(curve, x="epoch", y="value", color="series", height=260),
+                                key=f"train_curve_{job['id']}")
+        elif job["status"] == "failed":
+            st.error(f"Training failed: {job['error']}")
+            break
+        else:
+            break
+
+
+live()
+
+# ------------------------------------------------------------------ runs
+all_runs = runs.list_runs(project)
+if not all_runs:
+    st.info("No runs yet." if not problem else "No runs yet: label more clips first.")
+    st.stop()
+st.subheader("Runs")
+table = pd.DataFrame([{k: r.get(k) for k in ("run_id", "model", "split", "n_clips", "n_groups", "macro_f1",
+                                             "balanced_accuracy", "kappa", "ece", "train_seconds", "created_at")}
+                      for r in all_runs])
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={k: st.column_config.NumberColumn(format="%.3f")
+                            for k in ("macro_f1", "balanced_accuracy", "kappa", "ece")})
+run_id = st.selectbox("Inspect run", table.run_id.tolist(), key="train_run")
+metrics = next(r for r in all_runs if r["run_id"] == run_id)
+st.caption(f"Split: {metrics['split']} — every number below is out-of-sample for its clip.")
+
+m1, m2, m3, m4, m5 = st.columns(5)
+m1.metric("Macro F1", f"{metrics['macro_f1']:.3f}")
+m2.metric("Balanced accuracy", f"{metrics['balanced_accuracy']:.3f}")
+m3.metric("Accuracy", f"{metrics['accuracy']:.3f}")
+m4.metric("Cohen's kappa", f"{metrics['kappa']:.3f}" if metrics["kappa"] is not None else "—")
+m5.metric("ECE", f"{metrics['ece']:.3f}" if metrics["ece"] is not None else "—")
+
+per_class, confusion = st.columns(2)
+with per_class:
+    st.markdown("**Per class**")
+    st.dataframe(pd.DataFrame({k: metrics[k] for k in ("precision", "recall", "f1")}), width="stretch")
+with confusion:
+    names = metrics.get("confusion_labels", ["correct", "incorrect"])
+    st.plotly_chart(px.imshow(np.array(metrics["confusion"]), x=[f"predicted {n}" for n in names], y=names,
+                              text_auto=True, color_continuous_scale="Blues", height=300),
+                    key="train_confusion")
+
+ex_col, crit_col = st.columns(2)
+with ex_col:
+    st.markdown("**Macro F1 per exercise**")
+    per_ex = pd.DataFrame([{"exercise": k, **v} for k, v in metrics["per_exercise"].items()])
+    st.plotly_chart(px.bar(per_ex, x="exercise", y="macro_f1", hover_data=["n"], range_y=[0, 1], height=300),
+                    key="train_per_exercise")
+with crit_col:
+    st.markdown("**Per criterion** (how well p(incorrect) separates clips that failed it)")
+    if metrics.get("per_criterion"):
+        st.dataframe(pd.DataFrame(metrics["per_criterion"]).T, width="stretch")
+    else:
+        st.caption("No criterion verdicts in the labels yet.")
+
+cal_col, cx_col = st.columns(2)
+with cal_col:
+    st.markdown("**Reliability** (calibration: dots on the diagonal are honest confidences)")
+    rel = pd.DataFrame(metrics["reliability"])
+    rel = rel[rel.n > 0]
+    fig = go.Figure([go.Scatter(x=[0.5, 1], y=[0.5, 1], mode="lines", name="perfect", line={"dash": "dot"}),
+                     go.Scatter(x=rel.confidence, y=rel.accuracy, mode="markers+lines", name="model",
+                                text=rel.n, marker={"size": 6 + 20 * rel.n / max(rel.n.max(), 1)})])
+    fig.update_layout(xaxis_title="confidence", yaxis_title="accuracy", height=300)
+    st.plotly_chart(fig, key="train_reliability")
+    st.dataframe(pd.DataFrame(metrics["confidence_bands"]), hide_index=True, width="stretch")
+with cx_col:
+    st.markdown("**F1 against the complexity index**")
+    if metrics.get("f1_vs_complexity"):
+        cx = pd.DataFrame(metrics["f1_vs_complexity"])
+        st.plotly_chart(px.scatter(cx, x=cx.columns[1], y="macro_f1", text="exercise", height=300),
+                        key="train_complexity")
+    else:
+        st.caption("No complexity estimates for these clips.")
+
+# ------------------------------------------------------------------ error gallery
+st.subheader("Errors")
+oof = runs.read_oof(project, run_id)
+oof["predicted"] = np.where(oof.p_incorrect >= 0.5, "incorrect", "correct")
+oof["truth"] = np.where(oof.y == 1, "incorrect", "correct")
+oof["confidence"] = np.maximum(oof.p_incorrect, 1 - oof.p_incorrect)
+errors = oof[oof.predicted != oof.truth].sort_values("confidence", ascending=False)
+if errors.empty:
+    st.success("No clip was misclassified in this run.")
+else:
+    st.caption(f"{len(errors)} misclassified clips, most confident first: likely hard cases or label errors.")
+    st.dataframe(errors[["clip_id", "exercise", "truth", "predicted", "confidence"]], hide_index=True,
+                 width="stretch")
+    pick = st.selectbox("Open a clip", errors.clip_id.tolist(), key="train_error_clip")
+    clip = store.get_clip(project, pick)
+    video = store.get_video(project, clip["video_id"]) if clip and clip["video_id"] else None
+    if clip is None:
+        st.warning("This clip is no longer in the project.")
+    else:
+        why = runs.explain(project, run_id, clip)
+        st.caption(f"p(incorrect) = {why['p_incorrect']:.2f}. Red shading under the traces: the frames the "
+                   "model attended to; red halos on the skeleton: the joints whose movement decided.")
+        exercise = next((e for e in store.list_exercises(project) if e["name"] == clip["exercise"]), None)
+        ui.clip_player(project, clip, video, exercise["joints"] if exercise else [], True,
+                       attention=why["attention"], joint_weights=why["joints"])
+        st.text(json.dumps({"top joints": why["top_joints"]}))

@@ -1,0 +1,170 @@
+"""Run folders: saved weights reload to the same predictions, safe ids, listing, provenance, explanations."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from curation import store
+from curation.landmarks import N_LANDMARKS
+from curation.project import Project, UnsafePath
+from curation.sample import sample_project
+from model import runs
+from model.features import FEATURES_VERSION, load_clipset, feature_names
+from model.registry import TrainConfig
+from model.train import RunConfig, train_run
+
+TINY = TrainConfig(epochs=2, hidden=8, heads=2, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def project_runs(tmp_path_factory) -> tuple[Project, dict, dict]:
+    """The sample project with a baseline run and, newer, a tiny BiLSTM run (both 3-fold)."""
+    project = Project.open(tmp_path_factory.mktemp("runs") / "project")
+    sample_project(project)
+    baseline = train_run(project, RunConfig(model="baseline", folds=3))
+    bilstm = train_run(project, RunConfig(model="bilstm", folds=3, train=TINY))
+    return project, baseline, bilstm
+
+
+def saved_predictions(project: Project, run_id: str) -> dict[str, float]:
+    with (project.runs / run_id / runs.PREDICTIONS).open(newline="") as fh:
+        return {r["clip_id"]: float(r["p_incorrect"]) for r in csv.DictReader(fh)}
+
+
+@pytest.mark.parametrize("which", [1, 2])
+def test_a_saved_run_loads_and_predicts_as_before_saving(project_runs, which):
+    project, metrics = project_runs[0], project_runs[which]
+    # predictions.csv holds what the final model gave in memory, before it was saved.
+    before = saved_predictions(project, metrics["run_id"])
+    clips = load_clipset(project, labelled_only=False)
+    fitted = runs.load_fitted(project, metrics["run_id"])
+    after = fitted.predict([clips.features(i) for i in range(len(clips))], clips.exercises)
+    assert fitted.model.name == metrics["model"]
+    np.testing.assert_allclose(after, [before[c] for c in clips.clip_ids], rtol=0, atol=1e-6)
+
+
+def test_weights_are_plain_tensors_that_load_with_weights_only(project_runs):
+    project, _, bilstm = project_runs
+    state = torch.load(project.runs / bilstm["run_id"] / runs.WEIGHTS, weights_only=True)
+    assert state["model"] == "bilstm" and all(isinstance(t, torch.Tensor) for t in state["tensors"].values())
+    model, scaler, meta = runs.load_run(project, bilstm["run_id"])
+    assert scaler.to_dict()["version"] == FEATURES_VERSION and meta["config"]["model"] == "bilstm"
+
+
+@pytest.mark.parametrize("run_id", ["../x", "..", "a/b", "/etc", "", "x/../../y", "runs/../x"])
+def test_load_run_refuses_ids_that_are_not_plain_run_names(project_runs, run_id):
+    with pytest.raises(UnsafePath):
+        runs.load_run(project_runs[0], run_id)
+
+
+def test_unfinished_and_unknown_runs_are_neither_listed_nor_loaded(project_runs, tmp_path):
+    project = project_runs[0]
+    folder = runs.new_run_dir(project)
+    (folder / runs.METRICS).write_text("{}")
+    try:
+        assert folder.name not in [r["run_id"] for r in runs.list_runs(project)]
+        with pytest.raises(runs.RunNotFound):
+            runs.load_run(project, folder.name)
+        with pytest.raises(runs.RunNotFound):
+            runs.load_run(project, "20990101-000000-abcdef")
+    finally:
+        runs.discard_run(folder)
+    assert not folder.exists()
+
+
+def test_runs_are_listed_newest_first_with_their_headline_metrics(project_runs):
+    project, baseline, bilstm = project_runs
+    listed = runs.list_runs(project)
+    assert [r["run_id"] for r in listed[:2]] == [bilstm["run_id"], baseline["run_id"]]
+    for key in ("model", "split", "n_clips", "n_groups", "macro_f1", "balanced_accuracy", "kappa", "ece",
+                "train_seconds", "created_at"):
+        assert key in listed[0]
+    assert listed[1]["macro_f1"] == baseline["macro_f1"] and listed[0]["model"] == "bilstm"
+
+
+def test_meta_records_data_hash_label_counts_code_version_and_features(project_runs):
+    project, baseline, bilstm = project_runs
+    metas = [json.loads((project.runs / m["run_id"] / runs.META).read_text()) for m in (baseline, bilstm)]
+    assert metas[0]["data_hash"] == metas[1]["data_hash"] and len(metas[0]["data_hash"]) == 64
+    counts: dict[str, dict[str, int]] = {}
+    clips = {c["id"]: c["exercise"] for c in store.list_clips(project)}
+    for clip_id, entry in store.consensus_labels(project).items():
+        if entry["label"]:
+            counts.setdefault(clips[clip_id], {"correct": 0, "incorrect": 0})[entry["label"]] += 1
+    assert metas[0]["label_counts"] == counts
+    assert metas[0]["code_version"]["features_version"] == FEATURES_VERSION
+    assert metas[0]["code_version"]["package"] == "0.1.0"
+    assert metas[0]["feature_names"] == feature_names()
+    assert metas[0]["exercises"] == sorted(counts)
+    assert metas[1]["config"]["train"]["hidden"] == 8 and metas[1]["config"]["folds"] == 3
+
+
+def test_a_label_change_changes_the_data_hash(project_runs):
+    project, baseline, _ = project_runs
+    clips = load_clipset(project)
+    first = runs.snapshot_hash(clips.clip_ids, clips.labels, clips.landmarks)
+    assert first == json.loads((project.runs / baseline["run_id"] / runs.META).read_text())["data_hash"]
+    flipped = clips.labels.copy()
+    flipped[0] = 1 - flipped[0]
+    assert runs.snapshot_hash(clips.clip_ids, flipped, clips.landmarks) != first
+    moved = [lm.copy() for lm in clips.landmarks]
+    moved[3] = moved[3][1:]  # a boundary moved by one frame
+    assert runs.snapshot_hash(clips.clip_ids, clips.labels, moved) != first
+    # Order of the clips does not matter, only their content.
+    order = np.arange(len(clips))[::-1]
+    assert runs.snapshot_hash([clips.clip_ids[i] for i in order], clips.labels[order],
+                              [clips.landmarks[i] for i in order]) == first
+
+
+def test_latest_predictions_come_from_the_newest_finished_run(project_runs):
+    project, _, bilstm = project_runs
+    latest = runs.latest_predictions(project)
+    assert set(latest) == set(store.clip_ids(project))
+    expected = saved_predictions(project, bilstm["run_id"])
+    assert all(latest[c][0] == pytest.approx(expected[c]) and latest[c][1] >= 0 for c in latest)
+
+
+def test_oof_table_reads_back_for_the_error_gallery(project_runs):
+    project, baseline, _ = project_runs
+    oof = runs.read_oof(project, baseline["run_id"])
+    assert list(oof.columns) == ["clip_id", "exercise", "group", "y", "p_incorrect", "fold"]
+    assert len(oof) == baseline["n_clips"] and set(oof.y) == {0, 1}
+
+
+def test_explanation_covers_the_clip_frames_and_names_joints(project_runs):
+    project, _, bilstm = project_runs
+    clip = next(c for c in store.list_clips(project) if c["exercise"] == "squat")
+    why = runs.explain(project, bilstm["run_id"], clip)
+    frames = clip["end_frame"] - clip["start_frame"]
+    assert why["attention"].shape == (frames,) and why["attention"].sum() == pytest.approx(1.0)
+    assert why["joints"].shape == (N_LANDMARKS,) and why["joints"].sum() == pytest.approx(1.0)
+    assert 1 <= len(why["top_joints"]) <= runs.TOP_JOINTS
+    assert why["p_incorrect"] == pytest.approx(saved_predictions(project, bilstm["run_id"])[clip["id"]], abs=1e-6)
+
+
+def test_live_history_follows_the_run_in_progress(project_runs):
+    project = project_runs[0]
+    assert runs.live_history(project) == []  # every run here is finished
+    folder = runs.new_run_dir(project)
+    try:
+        rows = [{"fold": 1, "epoch": 1, "train_loss": 0.7, "val_loss": math.nan, "val_f1": None}]
+        runs.write_progress(folder, rows)
+        assert runs.live_history(project) == [{"fold": 1, "epoch": 1, "train_loss": 0.7, "val_loss": None,
+                                               "val_f1": None}]
+        assert json.loads((folder / runs.PROGRESS).read_text())[0]["epoch"] == 1  # standard JSON, no NaN
+    finally:
+        runs.discard_run(folder)
+
+
+def test_files_are_written_inside_the_run_folder_only(project_runs):
+    project = project_runs[0]
+    for run in runs.list_runs(project):
+        files = {p.name for p in (project.runs / run["run_id"]).iterdir()}
+        assert files == {runs.WEIGHTS, runs.SCALER, runs.META, runs.METRICS, runs.OOF, runs.PREDICTIONS,
+                         runs.PROGRESS, runs.DONE}

@@ -1,0 +1,291 @@
+"""Training runs: grouped out-of-fold evaluation, holdout, refusals, progress and cancel, the job and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curation import jobs, store
+from curation.dataset import import_folder
+from curation.jobs import Cancelled, JobFailed
+from curation.project import Project
+from curation.sample import make_sample, sample_project
+from model import runs
+from model.registry import TrainConfig
+from model.train import MIN_LABELLED, RunConfig, TrainingRefused, train_job, train_run
+from tests.conftest import ROOT
+from tests.test_dataset import pose_trainer_folder  # noqa: F401  (fixture)
+
+# A network small enough to fit in a second or two: the tests check the plumbing, not the accuracy.
+TINY = TrainConfig(epochs=3, hidden=8, heads=2, batch_size=16)
+CONTRACT = ("model", "split", "n_clips", "n_groups", "accuracy", "balanced_accuracy", "macro_f1", "f1", "precision",
+            "recall", "kappa", "ece", "confusion", "per_exercise", "train_seconds", "predict_ms_per_clip", "run_id")
+TIMINGS = ("train_seconds", "predict_ms_per_clip", "run_id")
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def edited_sample(folder: Path, edit) -> Path:
+    """The synthetic sample dataset folder with its clips.csv rows passed through edit(rows)."""
+    make_sample(folder)
+    rows = edit(read_csv(folder / "clips.csv"))
+    with (folder / "clips.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def labelled_ids(project: Project) -> set[str]:
+    return {c for c, entry in store.consensus_labels(project).items() if entry["label"]}
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory) -> tuple[Project, dict]:
+    """The synthetic sample project (48 labelled of 72 clips, 12 athletes) and one default K-fold run on it."""
+    project = Project.open(tmp_path_factory.mktemp("train") / "project")
+    sample_project(project)
+    return project, train_run(project, RunConfig(model="baseline"))
+
+
+def test_every_labelled_clip_is_predicted_out_of_fold_exactly_once(sample_run):
+    project, metrics = sample_run
+    oof = read_csv(project.runs / metrics["run_id"] / runs.OOF)
+    ids = [r["clip_id"] for r in oof]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == labelled_ids(project)
+    assert {int(r["fold"]) for r in oof} == set(range(1, 6))
+    assert metrics["n_clips"] == len(ids) == 48
+
+
+def test_no_group_is_on_both_sides_of_any_fold(sample_run):
+    project, metrics = sample_run
+    oof = read_csv(project.runs / metrics["run_id"] / runs.OOF)
+    # Every labelled clip is tested once, so fold k trains on exactly the clips tested in the other folds:
+    # a group on both sides of a fold would show up here as a group tested in two folds.
+    folds_of_group: dict[str, set[str]] = {}
+    for row in oof:
+        folds_of_group.setdefault(row["group"], set()).add(row["fold"])
+    assert all(len(f) == 1 for f in folds_of_group.values())
+    expected_groups = {c["group_name"] for c in store.list_clips(project) if c["id"] in labelled_ids(project)}
+    assert set(folds_of_group) == expected_groups and metrics["n_groups"] == 12
+    assert metrics["split"] == "grouped 5-fold out-of-fold, groups=group"
+
+
+def test_metrics_are_those_of_the_saved_out_of_fold_predictions(sample_run):
+    project, metrics = sample_run
+    oof = read_csv(project.runs / metrics["run_id"] / runs.OOF)
+    y = np.array([int(r["y"]) for r in oof])
+    pred = np.array([float(r["p_incorrect"]) >= 0.5 for r in oof]).astype(int)
+    assert metrics["accuracy"] == pytest.approx(np.mean(y == pred))
+    assert metrics["confusion"] == [[int(np.sum((y == t) & (pred == q))) for q in (0, 1)] for t in (0, 1)]
+    consensus = store.consensus_labels(project)
+    assert all(int(r["y"]) == (consensus[r["clip_id"]]["label"] == "incorrect") for r in oof)
+    # The sample's incorrect clips each fail one criterion, so criteria results come with the run.
+    assert set(metrics["per_criterion"]) == {"depth", "trunk_lean", "elbow_fixed", "no_swing", "body_line"}
+
+
+def test_final_model_scores_every_active_clip_labelled_or_not(sample_run):
+    project, metrics = sample_run
+    predictions = read_csv(project.runs / metrics["run_id"] / runs.PREDICTIONS)
+    assert {r["clip_id"] for r in predictions} == set(store.clip_ids(project))
+    p = np.array([float(r["p_incorrect"]) for r in predictions])
+    u = np.array([float(r["uncertainty"]) for r in predictions])
+    assert ((p >= 0) & (p <= 1)).all() and (u >= 0).all() and u.max() > 0
+    assert metrics["predict_ms_per_clip"] > 0 and metrics["train_seconds"] > 0
+    assert [f["fold"] for f in metrics["fits"]] == [1, 2, 3, 4, 5, "final"]
+
+
+def test_scaler_of_each_fold_is_fitted_without_the_test_fold(sample_run):
+    project, metrics = sample_run
+    fits = {f["fold"]: f for f in metrics["fits"]}
+    # The training part (fit + validation) of fold k is everything but its test fold.
+    for k in range(1, 6):
+        assert fits[k]["n_train"] + fits[k]["n_val"] + fits[k]["n_test"] == 48
+    assert fits["final"]["n_train"] + fits["final"]["n_val"] == 48
+
+
+def test_same_seed_gives_the_same_metrics_and_another_seed_another_split(data_dir):
+    project = Project.open(data_dir)
+    sample_project(project)
+    config = RunConfig(model="transformer", train=TINY)
+    first, second = train_run(project, config), train_run(project, config)
+    strip = lambda m: {k: v for k, v in m.items() if k not in TIMINGS + ("fits",)}  # noqa: E731
+    assert strip(first) == strip(second)
+    oof = [read_csv(project.runs / m["run_id"] / runs.OOF) for m in (first, second)]
+    assert oof[0] == oof[1]
+    other = read_csv(project.runs / train_run(project, RunConfig(model="baseline", seed=1)).get("run_id") / runs.OOF)
+    assert {r["clip_id"]: r["fold"] for r in other} != {r["clip_id"]: r["fold"] for r in oof[0]}
+
+
+def test_holdout_tests_about_a_fifth_of_the_clips_in_groups_of_their_own(data_dir):
+    project = Project.open(data_dir)
+    sample_project(project)
+    metrics = train_run(project, RunConfig(model="baseline", holdout=0.2))
+    oof = read_csv(project.runs / metrics["run_id"] / runs.OOF)
+    tested = {r["clip_id"] for r in oof}
+    assert metrics["split"].startswith("grouped holdout 0.2")
+    assert metrics["n_clips"] == len(tested) and 5 <= len(tested) <= 20
+    clips = {c["id"]: c["group_name"] for c in store.list_clips(project)}
+    trained_groups = {clips[c] for c in labelled_ids(project) - tested}
+    assert trained_groups.isdisjoint({clips[c] for c in tested})
+
+
+def test_too_few_labels_is_refused_with_what_to_do_and_nothing_written(data_dir, tmp_path):
+    def keep_ten(rows):
+        labelled = [r for r in rows if r["label"]]
+        for r in labelled[10:]:
+            r["label"] = ""
+        return rows
+
+    project = Project.open(data_dir)
+    import_folder(project, edited_sample(tmp_path / "few", keep_ten))
+    with pytest.raises(TrainingRefused, match=f"at least {MIN_LABELLED} labelled clips.*has 10.*label 2 more"):
+        train_run(project, RunConfig(model="baseline"))
+    assert list(project.runs.iterdir()) == []
+
+
+def test_one_class_only_is_refused(data_dir, tmp_path):
+    def only_correct(rows):
+        for r in rows:
+            if r["label"] == "incorrect":
+                r["label"] = ""
+        return rows
+
+    project = Project.open(data_dir)
+    import_folder(project, edited_sample(tmp_path / "correct", only_correct))
+    with pytest.raises(TrainingRefused, match="all 24 labelled clips are correct: label some incorrect clips too"):
+        train_run(project, RunConfig(model="baseline"))
+    assert list(project.runs.iterdir()) == []
+
+
+def test_a_class_from_a_single_video_is_refused(data_dir, tmp_path):
+    def one_athlete_errs(rows):
+        for r in rows:
+            if r["label"] == "incorrect":
+                r["group"] = "the-same-athlete"
+        return rows
+
+    project = Project.open(data_dir)
+    import_folder(project, edited_sample(tmp_path / "one", one_athlete_errs))
+    with pytest.raises(TrainingRefused, match="only 1 group.*label clips of more videos or athletes"):
+        train_run(project, RunConfig(model="baseline"))
+    assert list(project.runs.iterdir()) == []
+
+
+def test_an_exercise_without_labels_gets_no_prediction(data_dir, tmp_path):
+    def push_ups_unlabelled(rows):
+        for r in rows:
+            if r["exercise"] == "push-up":
+                r["label"] = ""
+                r.update({k: "" for k in r if k.startswith("criterion:")})
+        return rows
+
+    project = Project.open(data_dir)
+    import_folder(project, edited_sample(tmp_path / "pu", push_ups_unlabelled))
+    metrics = train_run(project, RunConfig(model="baseline", folds=3))
+    assert set(metrics["per_exercise"]) == {"bicep curl", "squat"}
+    exercise = {c["id"]: c["exercise"] for c in store.list_clips(project)}
+    for row in read_csv(project.runs / metrics["run_id"] / runs.PREDICTIONS):
+        assert (row["p_incorrect"] == "") == (exercise[row["clip_id"]] == "push-up")
+
+
+def test_progress_reaches_one_and_the_epoch_history_is_saved(data_dir):
+    project = Project.open(data_dir)
+    sample_project(project)
+    seen = []
+    metrics = train_run(project, RunConfig(model="bilstm", folds=2, train=TINY),
+                        progress=lambda f, m: seen.append((f, m)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and 0 < fractions[0] < 0.1
+    history = runs.live_history(project, metrics["run_id"])
+    assert [(h["fold"], h["epoch"]) for h in history] == [(f, e) for f in (1, 2, "final") for e in (1, 2, 3)]
+    assert all(h["train_loss"] > 0 and h["val_loss"] > 0 and 0 <= h["val_f1"] <= 1 for h in history)
+
+
+def test_cancel_stops_between_epochs_and_leaves_no_run_folder(data_dir):
+    project = Project.open(data_dir)
+    sample_project(project)
+    calls = []
+
+    def cancelled() -> bool:
+        calls.append(1)
+        return len(calls) > 2  # the start check, then epoch 1 ran; asked again after epoch 2
+
+    with pytest.raises(Cancelled):
+        train_run(project, RunConfig(model="bilstm", train=TINY), cancelled=cancelled)
+    assert len(calls) == 3
+    assert list(project.runs.iterdir()) == [] and runs.list_runs(project) == []
+
+
+def test_train_job_runs_in_the_worker_and_reports_refusals_as_job_failures(data_dir):
+    project = Project.open(data_dir)
+    with pytest.raises(JobFailed, match="has 0"):
+        train_job(project, {"model": "baseline"})
+    with pytest.raises(JobFailed, match="unknown model 'resnet'"):
+        train_job(project, {"model": "resnet"})
+    with pytest.raises(JobFailed, match="unknown training setting 'epoch'"):
+        train_job(project, {"epoch": 3})
+    sample_project(project)
+    job_id = jobs.submit(project, "train", {"model": "baseline", "folds": 3, "holdout": None, "seed": 0}, spawn=False)
+    jobs.run_job(project, store.claim_job(project, os.getpid()), {"train": train_job})
+    job = store.get_job(project, job_id)
+    assert job["status"] == "done" and job["progress"] == 1.0
+    result = job["result"]
+    assert result["run_id"] == runs.list_runs(project)[0]["run_id"]
+    assert result["split"].startswith("grouped 3-fold")
+
+
+def test_augmented_copies_join_the_training_part_only(data_dir):
+    project = Project.open(data_dir)
+    sample_project(project)
+    metrics = train_run(project, RunConfig(model="baseline", folds=3, augment=2))
+    for fit in metrics["fits"]:
+        assert fit["n_augmented"] == 2 * fit["n_train"]
+    assert metrics["n_clips"] == 48
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_trains_on_real_openpose_keypoints_and_writes_the_json_contract(pose_trainer_folder, data_dir, tmp_path):
+    imported = run_cli("curation", "import", str(pose_trainer_folder), "--layout", "openpose18", "--data", str(data_dir))
+    assert imported.returncode == 0, imported.stderr
+    out = tmp_path / "train.json"
+    done = run_cli("model", "train", "--data", str(data_dir), "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert set(CONTRACT) <= set(result)
+    assert result["model"] == RunConfig().model and result["n_clips"] == 112
+    # The folder gives no athlete: each clip is its own group, and the split says so.
+    assert result["split"] == "grouped 5-fold out-of-fold, groups=clip" and result["n_groups"] == 112
+    assert set(result["per_exercise"]) == {"bicep", "frontraise", "shoulderpress", "shouldershrug"}
+    assert sum(e["n"] for e in result["per_exercise"].values()) == 112
+    assert set(result["f1"]) == {"correct", "incorrect"} and len(result["confusion"]) == 2
+    assert np.array(result["confusion"]).sum() == 112
+    assert "macro-F1" in done.stdout and "shouldershrug" in done.stdout and result["split"] in done.stdout
+    assert runs.list_runs(Project.open(data_dir))[0]["run_id"] == result["run_id"]
+
+
+def test_cli_refuses_bad_input_with_a_one_line_reason(data_dir, tmp_path):
+    out = tmp_path / "train.json"
+    unknown = run_cli("model", "train", "--model", "resnet", "--data", str(data_dir), "--json", str(out))
+    assert unknown.returncode != 0 and unknown.stderr.strip().count("\n") == 0
+    assert "unknown model 'resnet'" in unknown.stderr
+    empty = run_cli("model", "train", "--data", str(data_dir), "--json", str(out))
+    assert empty.returncode != 0 and empty.stderr.strip().count("\n") == 0
+    assert f"at least {MIN_LABELLED} labelled clips" in empty.stderr
+    bad_share = run_cli("model", "train", "--holdout", "1.5", "--data", str(data_dir))
+    assert bad_share.returncode != 0 and "holdout must be a share" in bad_share.stderr
+    assert not out.exists() and list((data_dir / "runs").iterdir()) == []
