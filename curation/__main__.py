@@ -13,7 +13,8 @@ from curation.dataset import LAYOUTS, DatasetError, export_folder, import_folder
 from curation.project import Project, UnsafePath
 
 
-def _common() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
+    """--data and --json, which every command of curation and model takes."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--data", help="project folder (default: $FORMCHECK_DATA or ./data)")
     p.add_argument("--json", metavar="PATH", help="also write a machine-readable result to PATH")
@@ -21,7 +22,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common()
+    common = common_options()
     parser = argparse.ArgumentParser(prog="python -m curation", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("ingest", parents=[common], help="download or read videos, track pose, cut repetition clips")

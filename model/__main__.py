@@ -9,15 +9,9 @@ import sys
 from pathlib import Path
 
 from curation import store
+from curation.__main__ import common_options
 from curation.project import Project, UnsafePath
 from model.registry import MODELS, UnknownModel
-
-
-def _common() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--data", help="project folder (default: $FORMCHECK_DATA or ./data)")
-    p.add_argument("--json", metavar="PATH", help="also write a machine-readable result to PATH")
-    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     default = RunConfig()
     parser = argparse.ArgumentParser(prog="python -m model", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", parents=[_common()],
+    p = sub.add_parser("train", parents=[common_options()],
                        help="train on the labelled clips and evaluate with a grouped split")
     p.add_argument("--model", default=default.model, help=f"one of {', '.join(MODELS)} (default {default.model})")
     p.add_argument("--folds", type=int, default=default.folds, help="K of the stratified grouped K-fold")

@@ -132,18 +132,20 @@ def _f1_vs_complexity(y: np.ndarray, pred: np.ndarray, exercises: np.ndarray,
     return rows, rho
 
 
-def _plain(value):
-    """JSON-ready copy: numpy scalars to Python, NaN and infinities to None."""
+def plain(value):
+    """JSON-ready copy: numpy arrays and scalars to Python, NaN and infinities to None."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
     return value
 
 
@@ -211,4 +213,4 @@ def evaluate(y_true: Sequence[int], p_incorrect: Sequence[float], exercises: Seq
         result["per_criterion"] = _per_criterion(p, pred, criteria)
     if complexity is not None:
         result["f1_vs_complexity"], result["complexity_f1_spearman"] = _f1_vs_complexity(y, pred, ex, complexity)
-    return _plain(result)
+    return plain(result)

@@ -27,6 +27,7 @@ from curation.dataset import load_clip_landmarks
 from curation.landmarks import NAMES
 from curation.project import Project, UnsafePath
 from model.explain import joint_saliency
+from model.metrics import plain
 from model.features import FEATURES_VERSION, Scaler, clip_features, feature_names
 from model.registry import Model
 
@@ -130,23 +131,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, value: Any) -> None:
     """Atomic, readable JSON (NaN written as null: the files must stay standard JSON for other tools)."""
-    _write_atomic(path, json.dumps(_plain(value), indent=2, allow_nan=False))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    return value
+    _write_atomic(path, json.dumps(plain(value), indent=2, allow_nan=False))
 
 
 def write_progress(folder: Path, history: list[dict]) -> None:
