@@ -260,3 +260,33 @@ def test_with_a_password_list_only_a_right_password_lets_a_coach_in(sample, tmp_
     at.text_input(key="who_password").input("long secret")
     at.button(key="who_start").click().run()
     assert at.session_state["annotator"] == "Dana"
+
+
+def test_the_dataset_page_packs_the_dataset_as_a_zip(sample):
+    import io
+    import zipfile
+
+    at = page(DATASET)
+    at.button(key="dataset_zip").click().run()
+    assert any("clips packed" in s.value for s in at.success)
+    with zipfile.ZipFile(io.BytesIO(at.session_state["dataset_zip_bytes"])) as zf:
+        names = zf.namelist()
+    assert "dataset/clips.csv" in names
+    assert sum(n.startswith("dataset/poses/") for n in names) == len(store.clip_ids(sample))
+
+
+def test_merging_two_clips_of_a_video_replaces_them_by_one(data_dir):
+    project = Project.open(data_dir)
+    video = {"id": "v1", "source_key": "k1", "source": "s", "title": "t", "uploader": "", "exercise": "squat",
+             "video_path": "videos/v1.mp4", "pose_path": "poses/v1.npz", "frames": 90, "fps": 30.0, "width": 640,
+             "height": 360, "person_share": 1.0, "trimmed_share": 0.0, "group_name": "v1"}
+    clip = {"video_id": "v1", "exercise": "squat", "fps": 30.0, "method": "repetition", "pose_path": None}
+    store.add_video(project, video, [{**clip, "id": "v1_000", "start_frame": 0, "end_frame": 40},
+                                     {**clip, "id": "v1_001", "start_frame": 40, "end_frame": 85}])
+    store.add_label_event(project, {"clip_id": "v1_000", "annotator": "kim", "verdict": "correct"})
+    merged = store.merge_clips(project, "v1_001", "v1_000", "kim")
+    active = store.list_clips(project)
+    assert [(c["id"], c["start_frame"], c["end_frame"]) for c in active] == [(merged, 0, 85)]
+    assert store.label_history(project, "v1_000")  # the old clip's labels are kept, on the old clip
+    with pytest.raises(store.StoreError):
+        store.merge_clips(project, merged, merged, "kim")
