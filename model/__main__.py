@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on one grouped holdout of this share (e.g. 0.2) instead of K-fold")
     p.add_argument("--seed", type=int, default=default.seed)
     p.add_argument("--epochs", type=int, help=f"at most this many epochs per fit (default {default.train.epochs})")
-    p.add_argument("--augment", type=int, default=default.augment, help="augmented copies of each training clip")
+    p.add_argument("--augment", type=int, help="augmented copies of each training clip (default: 2 for the networks, "
+                   "0 for the baseline)")
     return parser
 
 

@@ -43,6 +43,10 @@ class RunNotFound(ValueError):
     """A run id with no finished run behind it."""
 
 
+class UnknownExercise(ValueError):
+    """A clip of an exercise the run's model was not trained on."""
+
+
 # ---------------------------------------------------------------------------------------------- the fitted model
 
 
@@ -78,7 +82,7 @@ class Fitted:
         """The model's attention (T,) and saliency (T, F) for one clip's raw clip_features."""
         ids, known = self.exercise_ids([exercise])
         if not known[0]:
-            raise RunNotFound(f"this run was not trained on {exercise!r} clips")
+            raise UnknownExercise(f"this run was not trained on {exercise!r} clips: label some and train again")
         return self.model.explain(self.scaler.transform(features), None if ids is None else int(ids[0]))
 
 
@@ -191,7 +195,8 @@ def _git_commit() -> str | None:
                               check=False)
     except (OSError, subprocess.TimeoutExpired):  # no git on this machine: the version numbers still say a lot
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and commit else None
 
 
 def code_version() -> dict:

@@ -198,6 +198,9 @@ def test_an_exercise_without_labels_gets_no_prediction(data_dir, tmp_path):
     exercise = {c["id"]: c["exercise"] for c in store.list_clips(project)}
     for row in read_csv(project.runs / metrics["run_id"] / runs.PREDICTIONS):
         assert (row["p_incorrect"] == "") == (exercise[row["clip_id"]] == "push-up")
+    push_up = next(c for c in store.list_clips(project) if c["exercise"] == "push-up")
+    with pytest.raises(runs.UnknownExercise, match="not trained on 'push-up' clips"):
+        runs.explain(project, metrics["run_id"], push_up)
 
 
 def test_progress_reaches_one_and_the_epoch_history_is_saved(data_dir):
@@ -206,6 +209,7 @@ def test_progress_reaches_one_and_the_epoch_history_is_saved(data_dir):
     seen = []
     metrics = train_run(project, RunConfig(model="bilstm", folds=2, train=TINY),
                         progress=lambda f, m: seen.append((f, m)))
+    assert all(f["n_augmented"] == 2 * f["n_train"] for f in metrics["fits"])  # the networks' default
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0 and 0 < fractions[0] < 0.1
     history = runs.live_history(project, metrics["run_id"])
@@ -228,7 +232,17 @@ def test_cancel_stops_between_epochs_and_leaves_no_run_folder(data_dir):
     assert list(project.runs.iterdir()) == [] and runs.list_runs(project) == []
 
 
-def test_train_job_runs_in_the_worker_and_reports_refusals_as_job_failures(data_dir):
+@pytest.fixture
+def keep_torch_threads():
+    """train_job sets the worker process to one torch thread: give the test process its own setting back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_train_job_runs_in_the_worker_and_reports_refusals_as_job_failures(data_dir, keep_torch_threads):
     project = Project.open(data_dir)
     with pytest.raises(JobFailed, match="has 0"):
         train_job(project, {"model": "baseline"})
@@ -238,7 +252,7 @@ def test_train_job_runs_in_the_worker_and_reports_refusals_as_job_failures(data_
         train_job(project, {"epoch": 3})
     sample_project(project)
     job_id = jobs.submit(project, "train", {"model": "baseline", "folds": 3, "holdout": None, "seed": 0}, spawn=False)
-    jobs.run_job(project, store.claim_job(project, os.getpid()), {"train": train_job})
+    jobs.run_job(project, store.claim_job(project, os.getpid()), jobs.default_runners())
     job = store.get_job(project, job_id)
     assert job["status"] == "done" and job["progress"] == 1.0
     result = job["result"]
@@ -260,7 +274,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_trains_on_real_openpose_keypoints_and_writes_the_json_contract(pose_trainer_folder, data_dir, tmp_path):
-    imported = run_cli("curation", "import", str(pose_trainer_folder), "--layout", "openpose18", "--data", str(data_dir))
+    imported = run_cli("curation", "import", str(pose_trainer_folder), "--layout", "openpose18",
+                       "--data", str(data_dir))
     assert imported.returncode == 0, imported.stderr
     out = tmp_path / "train.json"
     done = run_cli("model", "train", "--data", str(data_dir), "--json", str(out))
@@ -278,14 +293,18 @@ def test_cli_trains_on_real_openpose_keypoints_and_writes_the_json_contract(pose
     assert runs.list_runs(Project.open(data_dir))[0]["run_id"] == result["run_id"]
 
 
-def test_cli_refuses_bad_input_with_a_one_line_reason(data_dir, tmp_path):
+@pytest.mark.parametrize("args, reason", [
+    (["--model", "resnet"], "unknown model 'resnet'; known: baseline"),
+    ([], f"training needs at least {MIN_LABELLED} labelled clips; this project has 0"),
+    (["--holdout", "1.5"], "holdout must be a share between 0 and 1"),
+    (["--epochs", "0"], "bad training setting: "),
+    (["--folds", "1"], "folds must be at least 2"),
+])
+def test_cli_refuses_bad_input_with_a_one_line_reason(data_dir, tmp_path, capsys, args, reason):
+    from model.__main__ import main
+
     out = tmp_path / "train.json"
-    unknown = run_cli("model", "train", "--model", "resnet", "--data", str(data_dir), "--json", str(out))
-    assert unknown.returncode != 0 and unknown.stderr.strip().count("\n") == 0
-    assert "unknown model 'resnet'" in unknown.stderr
-    empty = run_cli("model", "train", "--data", str(data_dir), "--json", str(out))
-    assert empty.returncode != 0 and empty.stderr.strip().count("\n") == 0
-    assert f"at least {MIN_LABELLED} labelled clips" in empty.stderr
-    bad_share = run_cli("model", "train", "--holdout", "1.5", "--data", str(data_dir))
-    assert bad_share.returncode != 0 and "holdout must be a share" in bad_share.stderr
+    assert main(["train", *args, "--data", str(data_dir), "--json", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and reason in err and err.strip().count("\n") == 0
     assert not out.exists() and list((data_dir / "runs").iterdir()) == []

@@ -1,8 +1,10 @@
 """Benchmark: training time and grouped out-of-fold quality of each model (bar: default model on 1,000 clips <= 60 s).
 
-(a) Speed: each model fitted on 1,000 labelled synthetic clips (curation.sample, 3 exercises) exactly as a run's
-    final model is (model.train.fit_clips: scaler, validation part from the training groups, early stopping),
-    then scoring every clip; plus one whole default run (5 folds + final model + predictions + saving).
+(a) Speed: each model fitted on 1,000 labelled synthetic clips (curation.sample, 3 exercises; no augmented
+    copies) exactly as a run's final model is (model.train.fit_clips: scaler, validation part from the
+    training groups, early stopping), then scoring every clip; plus one whole default run (5 folds + final
+    model + predictions + saving). Timings depend on what else runs: torch's threads slow down many times
+    over when other processes compete for the cores, so the load average is printed with them.
 (b) Quality: macro-F1 of stratified grouped 5-fold out-of-fold predictions (model.train.train_run, the app's
     own path) of each model, over seeds, on real keypoints:
     - pose_trainer (OpenPose-18, 112 clips, 4 exercises, about 2 people, no person ids). Groups = recording
@@ -14,7 +16,8 @@
     - kaiakol_squat (17 BlazePose points, 22 squat clips, 18 correct / 4 incorrect). Groups = the person /
       scene groups judged by eye in ../shared/data/videos/kaiakol/squat_groups_visual.csv (7 groups + the
       incorrect clip without video on its own): the incorrect clips come from 2 groups, so K drops to 2.
-    Shared model (exercise as an input) against one model per exercise, on pose_trainer.
+    Networks with and without augmented copies (model.features.augment); shared model (exercise as an input)
+    against one model per exercise, on pose_trainer; the same models under the leaky per-clip grouping.
 
 Run as `python tests/benchmarks/bench_train.py [--quick]`; `main(argv)` returns the figures as a dict.
 """
@@ -38,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("FORMCHECK_SHARED_DATA", ROOT.parent / "shared" / "data"))
 BAR_SECONDS = 60.0  # design.md 7: the default model on 1,000 clips
 SETUP_TOLERANCE = 0.15  # torso lengths: two framings closer than this are one recording setup
+AUGMENTED = 2  # augmented copies per training clip in the "+ augmented" variants
 
 
 # ---------------------------------------------------------------------------------------------- datasets
@@ -156,7 +160,8 @@ def speed(tmp: Path, clips_per_class: int, models: list[str], whole_run: bool) -
     rows = []
     for name in models:
         start = time.perf_counter()
-        fitted, summary = fit_clips(clips, features, np.arange(len(clips)), RunConfig(model=name), exercises)
+        config = RunConfig(model=name, augment=0)  # the bar is about 1,000 clips: no augmented copies
+        fitted, summary = fit_clips(clips, features, np.arange(len(clips)), config, exercises)
         fit_s = time.perf_counter() - start
         start = time.perf_counter()
         fitted.predict(all_features, every.exercises)
@@ -168,8 +173,8 @@ def speed(tmp: Path, clips_per_class: int, models: list[str], whole_run: bool) -
            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
     if whole_run:
         metrics = train_run(project, RunConfig())
-        out["whole_run"] = {"model": DEFAULT_MODEL, "split": metrics["split"], "train_seconds": metrics["train_seconds"],
-                            "macro_f1": metrics["macro_f1"]}
+        out["whole_run"] = {"model": DEFAULT_MODEL, "split": metrics["split"],
+                            "train_seconds": metrics["train_seconds"], "macro_f1": metrics["macro_f1"]}
     return out
 
 
@@ -217,10 +222,11 @@ def quality(tmp: Path, models: list[str], seeds: list[int], augment: bool, per_e
     out: dict[str, list[dict]] = {"pose_trainer": [], "kaiakol_squat": []}
     pose = project_from(pose_trainer_folder(tmp / "pt-folder"), tmp / "pt", "openpose18")
     for name in models:
-        out["pose_trainer"].append(_variant(pose, name, seeds, model=name))
-        print(f"  pose_trainer {name}: macro-F1 {out['pose_trainer'][-1]['macro_f1']:.3f}", flush=True)
-        if augment and name != "baseline":
-            out["pose_trainer"].append(_variant(pose, f"{name} + 2 augmented copies", seeds, model=name, augment=2))
+        copies = [0] + ([AUGMENTED] if augment else [])
+        for n in copies:
+            label = name if n == 0 else f"{name} + {n} augmented copies"
+            out["pose_trainer"].append(_variant(pose, label, seeds, model=name, augment=n))
+            print(f"  pose_trainer {label}: macro-F1 {out['pose_trainer'][-1]['macro_f1']:.3f}", flush=True)
     if per_exercise:
         from model.train import RunConfig, train_run
 
@@ -230,25 +236,36 @@ def quality(tmp: Path, models: list[str], seeds: list[int], augment: bool, per_e
         for name in models:
             results = []
             for seed in seeds:
-                done = [(projects[ex], train_run(projects[ex], RunConfig(model=name, seed=seed))) for ex in exercises]
+                config = RunConfig(model=name, seed=seed)  # each model's default augmentation
+                done = [(projects[ex], train_run(projects[ex], config)) for ex in exercises]
                 pooled = _pooled(done)
                 pooled["split"] = "per exercise: " + done[0][1]["split"]
                 pooled["train_seconds"] = sum(m["train_seconds"] for _, m in done)
                 results.append(pooled)
-            out["pose_trainer"].append(_summarise(f"{name}, one model per exercise", results))
+            copies = RunConfig(model=name).copies()
+            more = f" + {copies} augmented copies" if copies else ""
+            out["pose_trainer"].append(_summarise(f"{name}{more}, one model per exercise", results))
     leaky = project_from(pose_trainer_folder(tmp / "pt-leaky-folder", grouping="clip"), tmp / "pt-leaky", "openpose18")
-    out["pose_trainer"].append(_variant(leaky, "baseline, groups=clip (leaky, for contrast)", seeds, model="baseline"))
+    for name in models if per_exercise else ["baseline"]:
+        out["pose_trainer"].append(_variant(leaky, f"{name}, groups=clip (leaky, for contrast)", seeds, model=name,
+                                            augment=0))
     kaiakol = project_from(kaiakol_folder(tmp / "kk-folder"), tmp / "kk")
     for name in models:
-        out["kaiakol_squat"].append(_variant(kaiakol, name, seeds, model=name))
+        out["kaiakol_squat"].append(_variant(kaiakol, name, seeds, model=name, augment=0))
+        if augment and name != "baseline":
+            out["kaiakol_squat"].append(_variant(kaiakol, f"{name} + {AUGMENTED} augmented copies", seeds, model=name,
+                                                 augment=AUGMENTED))
     return out
 
 
 # ---------------------------------------------------------------------------------------------- report
 
 
+NAME_WIDTH = 52
+
+
 def _table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    head = " ".join(f"{title:>{len(title) if i else 44}}" if i else f"{title:<44}" for i, (title, _, _) in
+    head = " ".join(f"{title:>{len(title)}}" if i else f"{title:<{NAME_WIDTH}}" for i, (title, _, _) in
                     enumerate(columns))
     lines = [head]
     for r in rows:
@@ -256,7 +273,7 @@ def _table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
         for i, (title, key, fmt) in enumerate(columns):
             value = r.get(key)
             text = "n/a" if value is None else format(value, fmt)
-            cells.append(f"{text:<44}" if i == 0 else f"{text:>{len(title)}}")
+            cells.append(f"{text:<{NAME_WIDTH}}" if i == 0 else f"{text:>{len(title)}}")
         lines.append(" ".join(cells))
     return "\n".join(lines)
 
@@ -266,11 +283,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="300 clips, one seed, no augmentation or per-exercise")
     parser.add_argument("--models", default="baseline,bilstm,transformer")
     parser.add_argument("--seeds", type=int, help="seeds per quality figure (default 3, quick 1)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args(argv)
     from model.train import DEFAULT_MODEL
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     models = args.models.split(",")
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     result: dict = {"default_model": DEFAULT_MODEL}
