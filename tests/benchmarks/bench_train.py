@@ -38,6 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from tests.test_dataset import write_folder  # noqa: E402  (one writer of dataset folders for tests and benches)
 SHARED = Path(os.environ.get("FORMCHECK_SHARED_DATA", ROOT.parent / "shared" / "data"))
 BAR_SECONDS = 60.0  # design.md 7: the default model on 1,000 clips
 SETUP_TOLERANCE = 0.15  # torso lengths: two framings closer than this are one recording setup
@@ -45,19 +46,6 @@ AUGMENTED = 2  # augmented copies per training clip in the "+ augmented" variant
 
 
 # ---------------------------------------------------------------------------------------------- datasets
-
-
-def write_folder(folder: Path, rows: list[dict], arrays: dict[str, np.ndarray]) -> Path:
-    """A pose dataset folder (design.md 4.1) from rows and arrays."""
-    (folder / "poses").mkdir(parents=True)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    with (folder / "clips.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    for clip_id, array in arrays.items():
-        np.save(folder / "poses" / f"{clip_id}.npy", array)
-    return folder
 
 
 def _framing(raw: np.ndarray) -> np.ndarray:

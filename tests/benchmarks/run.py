@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.benchmarks import bench_label, bench_pipeline, bench_pose  # noqa: E402
+from tests.benchmarks import bench_label, bench_pipeline, bench_pose, bench_train  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -15,6 +15,7 @@ def main(argv: list[str]) -> None:
     bench_pose.main(quick)
     bench_pipeline.main(quick)
     bench_label.main(quick)
+    bench_train.main(quick)
 
 
 if __name__ == "__main__":
