@@ -35,19 +35,27 @@ def write_folder(folder: Path, rows: list[dict], arrays: dict[str, np.ndarray]) 
     return folder
 
 
-@pytest.fixture
-def kaiakol_folder(shared_data, tmp_path) -> Path:
-    """The 22 kaiakol squat clips as a BlazePose-33 dataset folder (missing points NaN, z NaN)."""
-    rows, arrays = [], {}
+def kaiakol_arrays(shared_data: Path) -> dict[str, tuple[str, np.ndarray]]:
+    """The kaiakol squat clips by name: (label from the folder, BlazePose-33 array with missing points NaN)."""
+    out = {}
     for path in sorted((shared_data / "keypoints/kaiakol_squat/landmarks").glob("*/*.npy")):
         raw = np.load(path)
         full = np.full((raw.shape[0], 33, 4), np.nan, dtype=np.float32)
         for k, name in enumerate(KAIAKOL_POINTS):
             full[:, INDEX[name], 0:2] = raw[:, k, 0:2]
             full[:, INDEX[name], 3] = raw[:, k, 2]
-        arrays[path.stem] = full
-        rows.append({"clip_id": path.stem, "exercise": "squat", "label": path.parent.name, "fps": "30",
-                     "group": "", "source": "kaiakol", "criterion:depth": "fail" if path.stem.endswith("002") else ""})
+        out[path.stem] = (path.parent.name, full)
+    return out
+
+
+@pytest.fixture
+def kaiakol_folder(shared_data, tmp_path) -> Path:
+    """The 22 kaiakol squat clips as a BlazePose-33 dataset folder (missing points NaN, z NaN)."""
+    rows, arrays = [], {}
+    for stem, (label, full) in kaiakol_arrays(shared_data).items():
+        arrays[stem] = full
+        rows.append({"clip_id": stem, "exercise": "squat", "label": label, "fps": "30",
+                     "group": "", "source": "kaiakol", "criterion:depth": "fail" if stem.endswith("002") else ""})
     return write_folder(tmp_path / "kaiakol", rows, arrays)
 
 

@@ -97,22 +97,16 @@ def pose_trainer_folder(folder: Path, grouping: str = "setup", exercises: set[st
 
 def kaiakol_folder(folder: Path) -> Path:
     """The 22 kaiakol squat clips as a BlazePose-33 folder, grouped by the person/scene groups judged by eye."""
-    from curation.landmarks import INDEX
-    from tests.test_dataset import KAIAKOL_POINTS
+    from tests.test_dataset import kaiakol_arrays
 
     with (SHARED / "videos/kaiakol/squat_groups_visual.csv").open(newline="") as fh:
         seen = {r["clip"]: r["group"] for r in csv.DictReader(fh)}
     rows, arrays = [], {}
-    for path in sorted((SHARED / "keypoints/kaiakol_squat/landmarks").glob("*/*.npy")):
-        raw = np.load(path)
-        full = np.full((raw.shape[0], 33, 4), np.nan, dtype=np.float32)
-        for k, name in enumerate(KAIAKOL_POINTS):
-            full[:, INDEX[name], 0:2] = raw[:, k, 0:2]
-            full[:, INDEX[name], 3] = raw[:, k, 2]
-        arrays[path.stem] = full
-        group = seen.get(path.stem, "")
-        rows.append({"clip_id": path.stem, "exercise": "squat", "label": path.parent.name, "fps": "30",
-                     "group": path.stem if group.startswith("unknown") else group})
+    for stem, (label, full) in kaiakol_arrays(SHARED).items():
+        arrays[stem] = full
+        group = seen.get(stem, "")
+        rows.append({"clip_id": stem, "exercise": "squat", "label": label, "fps": "30",
+                     "group": stem if group.startswith("unknown") else group})
     return write_folder(folder, rows, arrays)
 
 
