@@ -47,7 +47,8 @@ class TrainConfig:
     patience: int = 15  # early stopping: epochs without improvement of `monitor` on the validation part
     # Early stopping on "val_f1" (macro-F1, ties to the lower loss) or "val_loss". On small validation parts the
     # loss favours the first, barely trained epochs (outputs near 0.5): pose_trainer 5-fold macro-F1 was
-    # 0.55 (transformer) / 0.62 (bilstm) with "val_loss" against 0.86 / 0.90 with "val_f1".
+    # 0.55 (transformer) / 0.62 (bilstm) with "val_loss" against 0.86 / 0.90 with "val_f1" (clip-level folds, which
+    # leak; under folds grouped by recording setup all networks score 0.43-0.55, see bench_train).
     monitor: str = "val_f1"
     plateau_factor: float = 0.5  # ReduceLROnPlateau: lr *= factor ...
     plateau_patience: int = 8  # ... after this many epochs without a lower (validation or training) loss

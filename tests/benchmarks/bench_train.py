@@ -243,7 +243,7 @@ def quality(tmp: Path, models: list[str], seeds: list[int], augment: bool, per_e
 # ---------------------------------------------------------------------------------------------- report
 
 
-NAME_WIDTH = 52
+NAME_WIDTH = 58
 
 
 def _table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
