@@ -105,17 +105,21 @@ def _passwd(project: Project, args: argparse.Namespace) -> tuple[object, int]:
 COMMANDS = {"ingest": _ingest, "stats": _stats, "import": _import, "export": _export, "worker": _worker, "passwd": _passwd}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(args: argparse.Namespace, commands: dict, user_errors: tuple[type[Exception], ...]) -> int:
+    """Open the project, run the command, say a user's error in one line (exit 2), write --json if asked."""
     try:
         project = Project.open(args.data)
-        result, status = COMMANDS[args.command](project, args)
-    except (DatasetError, UnsafePath, store.StoreError, AccountError, OSError) as exc:
+        result, status = commands[args.command](project, args)
+    except (*user_errors, UnsafePath, store.StoreError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser().parse_args(argv), COMMANDS, (DatasetError, AccountError))
 
 
 if __name__ == "__main__":

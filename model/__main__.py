@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from pathlib import Path
 
-from curation import store
-from curation.__main__ import common_options
-from curation.project import Project, UnsafePath
+from curation.__main__ import common_options, run_command
+from curation.project import Project
 from model.registry import MODELS, UnknownModel
 
 
@@ -74,16 +71,7 @@ COMMANDS = {"train": _train}
 def main(argv: list[str] | None = None) -> int:
     from model.train import BadRunConfig, TrainingRefused
 
-    args = build_parser().parse_args(argv)
-    try:
-        project = Project.open(args.data)
-        result, status = COMMANDS[args.command](project, args)
-    except (TrainingRefused, BadRunConfig, UnknownModel, UnsafePath, store.StoreError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, allow_nan=False))
-    return status
+    return run_command(build_parser().parse_args(argv), COMMANDS, (TrainingRefused, BadRunConfig, UnknownModel))
 
 
 if __name__ == "__main__":
