@@ -107,3 +107,13 @@ def test_ingest_page_runs_a_link_to_clips_in_a_background_worker(project, video_
     assert any("clips" in t.value and "trimmed" in t.value for t in at.text)
     # The same link again while nothing runs: a job that finds the video already there.
     submit(at, url)
+
+
+def test_a_queued_job_is_cancelled_from_its_card(project):
+    from curation import jobs
+
+    job_id = jobs.submit(project, "ingest", {"source": "https://www.youtube.com/watch?v=aaaaaaaaaaa"}, spawn=False)
+    at = open_page("pages/1_Ingest.py")
+    at.button(key=f"ingest_cancel_{job_id}").click().run()
+    assert not at.exception
+    assert store.get_job(project, job_id)["status"] == "cancelled"
