@@ -455,6 +455,16 @@ def current_labels(project: Project) -> list[dict]:
     return rows
 
 
+def clips_labelled_since(project: Project, since: str) -> set[str]:
+    """Clips with a verdict (skip included) or adjudication created after `since` (ISO time) and not undone."""
+    stamp = datetime.fromisoformat(since).astimezone(timezone.utc).isoformat(timespec="microseconds")
+    with connect(project) as db:
+        rows = db.conn.execute(
+            "SELECT DISTINCT clip_id FROM label_events WHERE created_at > ? AND kind IN ('verdict', 'adjudication') "
+            "AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL)", (stamp,)).fetchall()
+    return {r[0] for r in rows}
+
+
 def adjudications(project: Project) -> dict[str, dict]:
     """Per clip, the latest adjudication event not undone (a lead coach's final word)."""
     with connect(project) as db:
@@ -565,6 +575,37 @@ def next_clip(project: Project, annotator: str, exercise: str | None = None,
     with connect(project) as db, transaction(db) as conn:
         conn.execute("DELETE FROM claims WHERE annotator = ? OR expires_at < ?", (annotator, stamp))
         rows = _rows(conn, _QUEUE_SQL, {"exercise": exercise, "me": annotator, "now": stamp, "limit": 1})
+        if not rows:
+            return None
+        conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (rows[0]["id"], annotator, stamp + claim_seconds))
+    return rows[0]
+
+
+_LISTED_SQL = """
+    SELECT c.* FROM json_each(:ids) j JOIN clips c ON c.id = j.value
+    WHERE c.active
+      AND (NOT :skip_judged OR c.id NOT IN (
+           SELECT clip_id FROM label_events WHERE annotator = :me AND kind = 'verdict'
+           AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL)))
+    ORDER BY c.id IN (SELECT clip_id FROM claims WHERE annotator != :me AND expires_at >= :now), j.key
+    LIMIT :limit
+"""
+
+
+def next_listed_clip(project: Project, annotator: str, clip_ids: list[str], skip_judged: bool = True,
+                     claim_seconds: float = CLAIM_SECONDS) -> dict | None:
+    """The first clip of a ranked list (suggestions, a check-again queue) for this coach, claimed for them.
+
+    Same rules as next_clip: inactive clips are passed over, and so are clips this coach has judged when
+    skip_judged (a check-again queue sets it False: the coach who gave a doubted label may look again);
+    clips another coach holds go last, so two coaches working through one list get different clips.
+    """
+    stamp = datetime.now(timezone.utc).timestamp()
+    params = {"ids": json.dumps(list(clip_ids)), "me": annotator, "now": stamp, "skip_judged": skip_judged,
+              "limit": 1}
+    with connect(project) as db, transaction(db) as conn:
+        conn.execute("DELETE FROM claims WHERE annotator = ? OR expires_at < ?", (annotator, stamp))
+        rows = _rows(conn, _LISTED_SQL, params)
         if not rows:
             return None
         conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (rows[0]["id"], annotator, stamp + claim_seconds))

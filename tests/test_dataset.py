@@ -61,8 +61,14 @@ def kaiakol_folder(shared_data, tmp_path) -> Path:
 
 @pytest.fixture
 def pose_trainer_folder(shared_data, tmp_path) -> Path:
-    """pose_trainer's OpenPose-18 pixel clips, labelled by file name; frame size unknown, so the largest
-    coordinate of each clip is given as width and height (same scale on both axes keeps angles true)."""
+    """pose_trainer as a dataset folder (layout openpose18): see pose_trainer_clips."""
+    return write_folder(tmp_path / "pose_trainer", *pose_trainer_clips(shared_data))
+
+
+def pose_trainer_clips(shared_data: Path) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """pose_trainer's OpenPose-18 pixel clips as (clips.csv rows, arrays), labelled by file name; frame size
+    unknown, so the largest coordinate of each clip is given as width and height (same scale on both axes keeps
+    angles true)."""
     rows, arrays = [], {}
     for path in sorted((shared_data / "keypoints/pose_trainer/poses_compressed").glob("*/*.npy")):
         raw = np.load(path)
@@ -72,7 +78,7 @@ def pose_trainer_folder(shared_data, tmp_path) -> Path:
         rows.append({"clip_id": clip_id, "exercise": path.parent.name,
                      "label": "correct" if "good" in path.stem else "incorrect", "fps": "30",
                      "width": size, "height": size})
-    return write_folder(tmp_path / "pose_trainer", rows, arrays)
+    return rows, arrays
 
 
 def test_openpose18_maps_by_joint_name_and_zero_means_missing():

@@ -146,3 +146,34 @@ def test_concurrent_writers_lose_and_double_nothing(project):
         assert db["label_events"].count == workers * per_worker
         assert db.conn.execute("SELECT count(DISTINCT request_id) FROM label_events").fetchone()[0] == workers * per_worker
     assert len(store.current_labels(project)) == workers * 20
+
+
+def test_a_listed_queue_keeps_its_order_and_passes_over_judged_inactive_and_held_clips(project):
+    store.add_clips(project, [_clip(c) for c in "abcde"], [])
+    ranked = ["d", "b", "e", "a"]
+    assert store.next_listed_clip(project, "kim", ranked)["id"] == "d"  # the list's order, not the table's
+    store.add_label_event(project, {"clip_id": "d", "annotator": "kim", "verdict": "skip"})
+    store.add_label_event(project, {"clip_id": "b", "annotator": "kim", "verdict": "correct"})
+    assert store.next_listed_clip(project, "kim", ranked)["id"] == "e"  # skipped and judged ones passed over
+    assert store.next_listed_clip(project, "lee", ranked)["id"] == "d"  # another coach: d is not kim's
+    assert store.next_listed_clip(project, "max", ranked)["id"] == "b"  # kim holds e, lee holds d
+    # a re-check list may hand a coach a clip they judged themselves
+    assert store.next_listed_clip(project, "kim", ["b"], skip_judged=False)["id"] == "b"
+    store.split_clip(project, "a", 10, "kim")  # a is retired, replaced by two new clips
+    assert store.next_listed_clip(project, "zoe", ["a"]) is None
+    assert store.next_listed_clip(project, "zoe", []) is None
+
+
+def test_clips_labelled_since_counts_live_verdicts_and_adjudications_only(project):
+    store.add_clips(project, [_clip(c) for c in "abc"], [])
+    store.add_label_event(project, {"clip_id": "a", "annotator": "kim", "verdict": "correct"})
+    since = store.now()
+    assert store.clips_labelled_since(project, since) == set()
+    undone = store.add_label_event(project, {"clip_id": "b", "annotator": "kim", "verdict": "incorrect"})
+    store.add_label_event(project, {"clip_id": "c", "annotator": "lee", "kind": "adjudication",
+                                    "verdict": "correct"})
+    assert store.clips_labelled_since(project, since) == {"b", "c"}
+    store.add_label_event(project, {"clip_id": "b", "annotator": "kim", "kind": "undo", "undoes": undone})
+    assert store.clips_labelled_since(project, since) == {"c"}
+    # a run's created_at has whole seconds and a +00:00 offset: same instant, other spelling
+    assert store.clips_labelled_since(project, "2000-01-01T00:00:00+00:00") == {"a", "c"}
