@@ -1,4 +1,4 @@
-"""Registry: every model behind one interface (fit, predict_proba, explain, state/load)."""
+"""Registry: every model behind one interface (fit, predict_proba, explain, embed, state/load), whole or windowed."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ import torch
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
+from threadpoolctl import ThreadpoolController
 from torch import nn
 from torch.nn import functional as F
 
+from model.features import windows
 from model.nets import BiLSTMAttention, TransformerClassifier, focal_loss
 
 # progress(epoch, n_epochs, train_loss, val_loss, val_f1); the last two are None without a validation part.
@@ -35,13 +37,31 @@ class BadTrainingData(ValueError):
     """Training data a model cannot learn from (empty, one class only, wrong shapes)."""
 
 
+class NoDropout(ValueError):
+    """MC-dropout samples asked of a model that has no dropout (the baseline, or a network with dropout 0)."""
+
+
+INPUTS = ("whole", "windows")
+# The input each model gets when TrainConfig.input is "auto". tests/benchmarks/bench_train.py (c), grouped
+# out-of-fold macro-F1, mean of seeds 0-2, whole against windows of 20 frames: pose_trainer (112 clips, 19
+# groups, 5 folds) baseline 0.61 vs 0.55, BiLSTM 0.54 vs 0.47, Transformer 0.55 vs 0.49; kaiakol_squat (22
+# clips, 4 incorrect, 2 folds) the other way, 0.48 vs 0.66, 0.48 vs 0.57, 0.41 vs 0.48. Whole clips win on the
+# set with five times the clips and groups; on kaiakol one clip moves macro-F1 by about 0.1. (Windows of 40 or
+# 60 frames did not rescue the baseline on pose_trainer: 0.54, 0.58.) A holdout run still tries both inputs.
+INPUT_BY_MODEL = {"baseline": "whole", "bilstm": "whole", "transformer": "whole"}
+# When every window of a clip sits at p = 0.5 (|2p - 1| summing below this), the vote is the plain mean.
+VOTE_EPS = 1e-6
+# Windowed input scores clips this many at a time: all windows of 10,000 clips at once would be ~0.8 GB.
+CHUNK_CLIPS = 512
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a model is built and fitted. Every field is a plain number or string, so asdict() is JSON."""
 
     model: str = "baseline"  # a key of MODELS
     epochs: int = 40  # at most; early stopping usually ends sooner when a validation part is given
-    batch_size: int = 32
+    batch_size: int = 32  # clips per step; with windowed input the windows of about this many clips
     lr: float = 1e-3  # Adam
     weight_decay: float = 1e-4  # Adam's L2 penalty
     patience: int = 15  # early stopping: epochs without improvement of `monitor` on the validation part
@@ -58,7 +78,13 @@ class TrainConfig:
     seed: int = 0
     frame_step: int = 2  # average each run of this many frames into one (30 fps -> 15): halves the time cost
     max_frames: int = 128  # after that, longer clips are resampled down to this many frames
-    input: str = "whole"  # "whole": one padded, masked sequence per clip
+    # "whole": one padded, masked sequence per clip. "windows": overlapping windows of the clip (features.windows),
+    # each a training sample with its clip's label; a clip's p(incorrect) is the vote of its windows' p weighted
+    # by |2p - 1| (confident windows count more). "auto": the model's measured default, INPUT_BY_MODEL, fixed
+    # when the model is built (so a saved model keeps the input it was trained with).
+    input: str = "auto"
+    window_size: int = 20  # frames of the clip as given (before frame_step): 0.67 s at 30 fps
+    window_overlap: float = 0.7  # share of a window shared with the next: a step of 6 frames at size 20
     dropout: float = -1.0  # < 0: the network's own default (0.3 BiLSTM, 0.1 Transformer)
     hidden: int = 64  # BiLSTM: first layer units per direction (the second has half); Transformer: d_model
     heads: int = 4
@@ -66,9 +92,10 @@ class TrainConfig:
     baseline_c: float = 1.0  # baseline: inverse L2 strength of the logistic regression
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     predict_batch: int = 256  # clips per forward pass when scoring
-    # torch CPU threads while fitting and scoring (0: leave torch's setting). These small sequence ops gain
-    # nothing from a second thread, and when other processes busy the cores, OpenMP's spin-waiting made each
-    # training step over 100x slower with 2 threads (15 ms -> 1.7 s measured) than with 1.
+    # CPU threads of torch and of the BLAS/OpenMP pools (numpy, scipy, scikit-learn) while fitting and scoring
+    # (0: leave them as they are). These small problems gain nothing from a second thread, and when other
+    # processes busy the cores, spin-waiting made each training step over 100x slower with 2 threads than with 1
+    # (a network step 15 ms -> 1.7 s; the baseline's logistic regression on 448 windows 0.02 s -> 1.3 s).
     threads: int = 1
 
 
@@ -77,10 +104,19 @@ def _check_config(config: TrainConfig) -> None:
         raise ValueError(f"loss must be 'focal' or 'weighted_ce', not {config.loss!r}")
     if config.monitor not in ("val_loss", "val_f1"):
         raise ValueError(f"monitor must be 'val_loss' or 'val_f1', not {config.monitor!r}")
-    if config.input != "whole":
-        raise ValueError(f"input {config.input!r} is not supported; use 'whole'")
+    if config.input not in (*INPUTS, "auto"):
+        raise ValueError(f"input must be 'whole', 'windows' or 'auto', not {config.input!r}")
+    if config.window_size < 1 or not 0 <= config.window_overlap < 1:
+        raise ValueError("window_size must be at least 1 and window_overlap in [0, 1)")
     if min(config.max_frames, config.frame_step, config.epochs, config.batch_size) < 1:
         raise ValueError("max_frames, frame_step, epochs and batch_size must be at least 1")
+
+
+def resolve_input(config: TrainConfig, name: str | None = None) -> TrainConfig:
+    """config with input "auto" replaced by the measured default of model `name` (default: config.model)."""
+    if config.input != "auto":
+        return config
+    return dataclasses.replace(config, input=INPUT_BY_MODEL.get(name or config.model, "whole"))
 
 
 # ---- plain-array helpers shared by every model ----
@@ -173,34 +209,138 @@ def macro_f1(y: np.ndarray, p: np.ndarray) -> float:
     return float(f1_score(y, (p >= 0.5).astype(int), average="macro", labels=[0, 1], zero_division=0))
 
 
+@functools.lru_cache(maxsize=1)
+def _thread_pools() -> ThreadpoolController:
+    # Made once: finding the loaded BLAS/OpenMP libraries costs ~6 ms, a limit through the controller ~0.02 ms.
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """torch's CPU threads and the BLAS/OpenMP thread pools set to n (n > 0) for the duration, then restored."""
+    if n <= 0:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with _thread_pools().limit(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _with_threads(method: Callable) -> Callable:
+    """Run a Model method under the model's configured thread count."""
+
+    @functools.wraps(method)
+    def wrapper(self: Model, *args, **kwargs):
+        with _threads(self.config.threads):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def vote(p: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows' p(incorrect) to one p per clip: (p (n,), spread (n,)).
+
+    owner[i] = the clip of window i. Each window's vote weighs |2p - 1|, so a confident window counts more
+    than one near 0.5; a clip whose windows all sit at 0.5 gets their plain mean. spread = the standard
+    deviation of the clip's window p's (0.0 for a one-window clip).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    owner = np.asarray(owner, dtype=np.int64)
+    count = np.bincount(owner, minlength=n).astype(np.float64)
+    if (count == 0).any():
+        raise ValueError("every clip needs at least one window")
+    weight = np.abs(2.0 * p - 1.0)
+    total = np.bincount(owner, weight, minlength=n)
+    mean = np.bincount(owner, p, minlength=n) / count
+    weighted = np.bincount(owner, weight * p, minlength=n) / np.maximum(total, VOTE_EPS)
+    spread = np.sqrt(np.maximum(np.bincount(owner, p * p, minlength=n) / count - mean ** 2, 0.0))
+    return np.where(total >= VOTE_EPS, weighted, mean), spread
+
+
+@dataclass(frozen=True)
+class Units:
+    """What a model's clip-level methods see: the clips themselves (whole input) or the windows of the clips."""
+
+    X: list[np.ndarray]  # float32 (T, F) each
+    exercise: np.ndarray | None  # exercise id per unit, None for a one-exercise model
+    owner: np.ndarray  # (U,) the clip each unit comes from
+    starts: np.ndarray  # (U,) the unit's first frame in its clip
+    n: int  # clips
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The validation part of a fit, scored at clip level: a windowed model's early stopping follows the vote."""
+
+    units: Units
+    y: np.ndarray  # (n,) clip labels
+
+    def clip_p(self, p_units: np.ndarray) -> np.ndarray:
+        """p(incorrect) per validation clip from the p of its units."""
+        return vote(p_units, self.units.owner, self.units.n)[0]
+
+
+def _stitch(parts: list[np.ndarray], starts: np.ndarray, weights: np.ndarray, t: int) -> np.ndarray:
+    """Per-window arrays (size, ...) placed back on a clip of t frames: each frame gets the weighted mean of
+    the windows that cover it (frames near the ends, covered by fewer windows, are not made smaller). The
+    padded tail of a window longer than the clip is added onto the clip's last frame (those frames are copies
+    of it)."""
+    out = np.zeros((t, *parts[0].shape[1:]))
+    cover = np.zeros(t)
+    for part, start, w in zip(parts, starts, weights):
+        real = min(part.shape[0], t - int(start))
+        piece = part[:real].astype(np.float64)
+        if real < part.shape[0]:
+            piece[-1] = piece[-1] + part[real:].sum(0)
+        out[start:start + real] += w * piece
+        cover[start:start + real] += w
+    return out / np.maximum(cover, 1e-12).reshape(-1, *([1] * (out.ndim - 1)))
+
+
 class Model(ABC):
-    """A clip classifier: fit on (T, F) sequences, give p(incorrect), explain one clip, save and load."""
+    """A clip classifier: fit on (T, F) sequences, give p(incorrect), explain one clip, save and load.
+
+    The public methods take whole clips. With config.input "windows" they cut each clip into windows and the
+    subclass's clip-level _fit/_predict/_predict_embed/_explain see windows; otherwise they see the clips. The
+    results always come back per clip.
+    """
 
     name: ClassVar[str]
 
     def __init__(self, n_features: int, n_exercises: int = 0, config: TrainConfig | None = None):
         self.n_features = int(n_features)
         self.n_exercises = int(n_exercises)
-        self.config = config if config is not None else TrainConfig(model=self.name)
-        _check_config(self.config)
+        config = config if config is not None else TrainConfig(model=self.name)
+        _check_config(config)
+        self.config = resolve_input(config, self.name)
+        self.fitted = False
+
+    # -- what subclasses implement, on checked clips or windows (float32 (T, F), NaN-free) --
 
     @abstractmethod
-    def fit(self, X: Sequence[np.ndarray], y: Sequence[int], exercise: Sequence[int] | None = None,
-            X_val: Sequence[np.ndarray] | None = None, y_val: Sequence[int] | None = None,
-            exercise_val: Sequence[int] | None = None, progress: Progress | None = None) -> dict:
-        """Fit on clips X (list of (T_i, F)) with labels y (0 correct, 1 incorrect); returns the history."""
+    def _fit(self, X: list[np.ndarray], y: np.ndarray, exercise: np.ndarray | None, validation: Validation | None,
+             progress: Progress | None, batch_size: int) -> dict:
+        """Fit on units X with labels y; score `validation` (when given) at clip level; returns the history."""
 
     @abstractmethod
-    def predict_proba(self, X: Sequence[np.ndarray], exercise: Sequence[int] | None = None) -> np.ndarray:
-        """p(incorrect) per clip, float (N,) in [0, 1]."""
+    def _predict(self, X: list[np.ndarray], exercise: np.ndarray | None) -> np.ndarray:
+        """p(incorrect) per unit, float64 (U,)."""
 
     @abstractmethod
-    def explain(self, x: np.ndarray, exercise: int | None = None) -> dict[str, np.ndarray]:
-        """For one clip (T, F): attention (T,) summing to 1 and saliency (T, F) >= 0."""
+    def _explain(self, x: np.ndarray, exercise: np.ndarray | None) -> dict[str, np.ndarray]:
+        """For one unit (T, F) (exercise: (1,) or None): attention (T,) summing to 1, saliency (T, F) >= 0."""
 
     @abstractmethod
-    def embed(self, X: Sequence[np.ndarray], exercise: Sequence[int] | None = None) -> np.ndarray:
-        """One vector per clip (N, D), the representation the classifier decides from (for diversity)."""
+    def _predict_embed(self, X: list[np.ndarray], exercise: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """p(incorrect) (U,) and one vector (U, D) per unit, from one pass (D is kept for no units too)."""
+
+    def _predict_samples(self, X: list[np.ndarray], exercise: np.ndarray | None, n: int, seed: int) -> np.ndarray:
+        """(n, U) MC-dropout samples of p(incorrect) per unit (only called when has_dropout)."""
+        raise NotImplementedError
 
     @abstractmethod
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -209,6 +349,158 @@ class Model(ABC):
     @abstractmethod
     def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore the fitted parameters from _tensors()."""
+
+    # -- whole clips or windows --
+
+    @property
+    def has_dropout(self) -> bool:
+        """Whether predict_samples can draw MC-dropout samples."""
+        return False
+
+    @property
+    def windowed(self) -> bool:
+        return self.config.input == "windows"
+
+    def _units(self, clips: list[np.ndarray], exercise: np.ndarray | None) -> Units:
+        n = len(clips)
+        if not self.windowed:
+            return Units(clips, exercise, np.arange(n), np.zeros(n, dtype=np.int64), n)
+        cut = [windows(x, self.config.window_size, self.config.window_overlap) for x in clips]
+        owner = np.repeat(np.arange(n), [len(w) for w, _ in cut])
+        return Units([w for ws, _ in cut for w in ws], None if exercise is None else exercise[owner], owner,
+                     np.concatenate([s for _, s in cut]) if cut else np.zeros(0, dtype=np.int64), n)
+
+    def _chunks(self, clips: list[np.ndarray], exercise: np.ndarray | None) -> Iterator[tuple[slice, Units]]:
+        """Units of consecutive parts of the clips: all at once for whole input, CHUNK_CLIPS clips of windows."""
+        step = max(1, len(clips)) if not self.windowed else CHUNK_CLIPS
+        for start in range(0, len(clips), step):
+            part = slice(start, start + step)
+            yield part, self._units(clips[part], None if exercise is None else exercise[part])
+
+    def _inputs(self, X: Sequence[np.ndarray], exercise: Sequence[int] | None
+                ) -> tuple[list[np.ndarray], np.ndarray | None]:
+        self._check_fitted()
+        clips = _as_clips(X, self.n_features)
+        if not clips:  # nothing to score: no exercise ids to check either
+            return clips, np.zeros(0, dtype=np.int64) if self.n_exercises else None
+        return clips, _as_exercise(exercise, len(clips), self.n_exercises)
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise RuntimeError("fit the model first (or load a fitted state)")
+
+    # -- the interface --
+
+    @_with_threads
+    def fit(self, X: Sequence[np.ndarray], y: Sequence[int], exercise: Sequence[int] | None = None,
+            X_val: Sequence[np.ndarray] | None = None, y_val: Sequence[int] | None = None,
+            exercise_val: Sequence[int] | None = None, progress: Progress | None = None) -> dict:
+        """Fit on clips X (list of (T_i, F)) with labels y (0 correct, 1 incorrect); returns the history.
+
+        With a validation part, early stopping (networks) follows its clip-level scores: for windowed input
+        the vote of each validation clip's windows, the verdict the model will give.
+        """
+        start = time.perf_counter()
+        clips = _as_clips(X, self.n_features)
+        labels = _as_labels(y, len(clips))
+        _check_both_classes(labels)
+        units = self._units(clips, _as_exercise(exercise, len(clips), self.n_exercises))
+        validation = None
+        if _has_validation(X_val, y_val):
+            val_clips = _as_clips(X_val, self.n_features)
+            val_labels = _as_labels(y_val, len(val_clips))
+            validation = Validation(self._units(val_clips, _as_exercise(exercise_val, len(val_clips),
+                                                                        self.n_exercises)), val_labels)
+        # A step sees the windows of about batch_size clips: as many steps per epoch as whole input.
+        batch = max(1, round(self.config.batch_size * len(units.X) / len(clips)))
+        history = self._fit(units.X, labels[units.owner], units.exercise, validation, progress, batch)
+        self.fitted = True
+        history["seconds"] = time.perf_counter() - start
+        return history
+
+    def predict_proba(self, X: Sequence[np.ndarray], exercise: Sequence[int] | None = None) -> np.ndarray:
+        """p(incorrect) per clip, float (N,) in [0, 1]."""
+        return self.predict_details(X, exercise)["p"]
+
+    @_with_threads
+    def predict_details(self, X: Sequence[np.ndarray], exercise: Sequence[int] | None = None, embed: bool = False
+                        ) -> dict[str, np.ndarray]:
+        """Per clip: "p" (N,) p(incorrect) and "window_spread" (N,) the standard deviation of its windows' p
+        (how much the parts of the clip disagree; 0.0 for a one-window clip, NaN for whole-clip input); with
+        embed, also "embedding" (N, D) as embed() gives, from the same pass (half the cost of both apart)."""
+        clips, e = self._inputs(X, exercise)
+        p, spread = np.zeros(len(clips)), np.full(len(clips), np.nan)
+        vectors = None
+        for part, units in self._chunks(clips, e):
+            if embed:
+                p_units, v_units = self._predict_embed(units.X, units.exercise)
+            else:
+                p_units = self._predict(units.X, units.exercise)
+            if self.windowed:
+                p[part], spread[part] = vote(p_units, units.owner, units.n)
+            else:
+                p[part] = p_units
+            if embed:
+                if self.windowed:  # a clip's vector: the mean of its windows' vectors
+                    sums = np.zeros((units.n, v_units.shape[1]))
+                    np.add.at(sums, units.owner, v_units)
+                    v_units = sums / np.bincount(units.owner, minlength=units.n)[:, None]
+                if vectors is None:
+                    vectors = np.zeros((len(clips), v_units.shape[1]))
+                vectors[part] = v_units
+        out = {"p": p, "window_spread": spread}
+        if embed:
+            out["embedding"] = vectors if vectors is not None else self._predict_embed([], e)[1]
+        return out
+
+    @_with_threads
+    def predict_samples(self, X: Sequence[np.ndarray], exercise: Sequence[int] | None = None, n: int = 10,
+                        seed: int = 0) -> np.ndarray:
+        """(n, N) MC-dropout samples of p(incorrect): dropout layers active, everything else as in scoring.
+
+        The same seed gives the same samples; the caller's torch random state is left as it was. Raises
+        NoDropout for a model without dropout (the baseline).
+        """
+        if not self.has_dropout:
+            raise NoDropout(f"the {self.name} model has no dropout to sample: MC-dropout needs a network "
+                            f"(bilstm or transformer) with dropout > 0")
+        if n < 1:
+            raise ValueError(f"n must be at least 1, not {n}")
+        clips, e = self._inputs(X, exercise)
+        out = np.zeros((n, len(clips)))
+        for k, (part, units) in enumerate(self._chunks(clips, e)):
+            # Each chunk its own stream: chunks do not repeat one another's dropout masks.
+            chunk_seed = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+            samples = self._predict_samples(units.X, units.exercise, n, chunk_seed)
+            out[:, part] = samples if not self.windowed else np.stack(
+                [vote(row, units.owner, units.n)[0] for row in samples])
+        return out
+
+    @_with_threads
+    def explain(self, x: np.ndarray, exercise: int | None = None) -> dict[str, np.ndarray]:
+        """For one clip (T, F): attention (T,) summing to 1 and saliency (T, F) >= 0.
+
+        Windowed input: each window is explained on its own and put back on the clip's frames, every frame
+        taking the mean of the windows covering it weighted by their vote weights |2p - 1|.
+        """
+        self._check_fitted()
+        clip = _as_clips([x], self.n_features)[0]
+        e = _as_exercise(None if exercise is None else [exercise], 1, self.n_exercises)
+        if not self.windowed:
+            return self._explain(clip, e)
+        units = self._units([clip], e)
+        weight = np.abs(2.0 * self._predict(units.X, units.exercise) - 1.0)
+        if weight.sum() < VOTE_EPS:
+            weight = np.ones_like(weight)
+        parts = [self._explain(w, e) for w in units.X]
+        attention = _stitch([p["attention"] for p in parts], units.starts, weight, clip.shape[0])
+        saliency = _stitch([p["saliency"] for p in parts], units.starts, weight, clip.shape[0])
+        return {"attention": attention / attention.sum(), "saliency": saliency}
+
+    def embed(self, X: Sequence[np.ndarray], exercise: Sequence[int] | None = None) -> np.ndarray:
+        """One vector per clip (N, D), the representation the classifier decides from (for diversity); for
+        windowed input the mean of the clip's window vectors."""
+        return self.predict_details(X, exercise, embed=True)["embedding"]
 
     def state(self) -> dict[str, Any]:
         """Everything needed to rebuild the fitted model: config (JSON-able) and tensors.
@@ -233,9 +525,11 @@ class Model(ABC):
             raise ValueError(f"a saved {state['model']!r} model cannot be loaded as {cls.name!r}")
         # Fields this version does not know are dropped and new ones take their defaults, so older runs load.
         known = {f.name for f in dataclasses.fields(TrainConfig)}
-        config = TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
+        saved = {"input": "whole", **state["config"]}  # states older than windowed input were all whole-clip
+        config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
         model = target(state["n_features"], state["n_exercises"], config)
         model._set_tensors(state["tensors"])
+        model.fitted = True
         return model
 
 
@@ -270,64 +564,54 @@ class Baseline(Model):
         self.coef_: np.ndarray | None = None
         self.intercept_: float = 0.0
 
-    def _design(self, X: Sequence[np.ndarray], exercise: Sequence[int] | None) -> np.ndarray:
-        clips = _as_clips(X, self.n_features)
+    def _design(self, clips: list[np.ndarray], e: np.ndarray | None) -> np.ndarray:
         stats = np.stack([clip_statistics(x) for x in clips]) if clips else np.zeros((0, 5 * self.n_features))
-        e = _as_exercise(exercise, len(clips), self.n_exercises)
-        if e is not None:
+        if self.n_exercises:
             stats = np.concatenate([stats, np.eye(self.n_exercises)[e]], axis=1)
         return stats
 
-    def _standardised(self, X: Sequence[np.ndarray], exercise: Sequence[int] | None) -> np.ndarray:
-        if self.coef_ is None:
-            raise RuntimeError("fit the model first")
-        return (self._design(X, exercise) - self.mean_) / self.scale_
+    def _standardised(self, clips: list[np.ndarray], e: np.ndarray | None) -> np.ndarray:
+        return (self._design(clips, e) - self.mean_) / self.scale_
 
-    def fit(self, X, y, exercise=None, X_val=None, y_val=None, exercise_val=None, progress=None) -> dict:
-        start = time.perf_counter()
+    def _fit(self, X, y, exercise, validation, progress, batch_size) -> dict:
         design = self._design(X, exercise)
-        labels = _as_labels(y, len(design))
-        _check_both_classes(labels)
         self.mean_ = design.mean(0)
         scale = design.std(0)
         self.scale_ = np.where(scale > 1e-12, scale, 1.0)  # constant columns stay 0 instead of dividing by 0
         z = (design - self.mean_) / self.scale_
         lr = LogisticRegression(C=self.config.baseline_c, class_weight="balanced", max_iter=2000)
-        lr.fit(z, labels)
+        lr.fit(z, y)
         self.coef_, self.intercept_ = lr.coef_[0].copy(), float(lr.intercept_[0])
-        train_loss = _log_loss(labels, self.predict_proba(X, exercise), class_weights(labels))
+        train_loss = _log_loss(y, expit(z @ self.coef_ + self.intercept_), class_weights(y))
         val_loss = val_f1 = None
-        if _has_validation(X_val, y_val):
-            yv = _as_labels(y_val, len(X_val))
-            pv = self.predict_proba(X_val, exercise_val)
-            val_loss, val_f1 = _log_loss(yv, pv, class_weights(labels)), macro_f1(yv, pv)
+        if validation is not None:
+            pv = validation.clip_p(self._predict(validation.units.X, validation.units.exercise))
+            val_loss, val_f1 = _log_loss(validation.y, pv, class_weights(y)), macro_f1(validation.y, pv)
         if progress is not None:
             progress(1, 1, train_loss, val_loss, val_f1)
         return {"train_loss": [train_loss], "val_loss": [val_loss], "val_f1": [val_f1],
-                "lr": [None], "best_epoch": 1, "epochs": 1,
-                "seconds": time.perf_counter() - start}
+                "lr": [None], "best_epoch": 1, "epochs": 1}
 
-    def predict_proba(self, X, exercise=None) -> np.ndarray:
-        if len(X) == 0:
+    def _predict(self, X, exercise) -> np.ndarray:
+        if not X:
             return np.zeros(0)
         return expit(self._standardised(X, exercise) @ self.coef_ + self.intercept_)
 
-    def explain(self, x, exercise=None) -> dict[str, np.ndarray]:
-        clip = _as_clips([x], self.n_features)[0]
-        z = self._standardised([clip], None if exercise is None else [exercise])[0]
+    def _explain(self, x, exercise) -> dict[str, np.ndarray]:
+        z = self._standardised([x], exercise)[0]
         # Gradient x input of the logit in the standardised statistic space, summed over a feature's statistics:
         # the same quantity as the networks' saliency, here constant over time.
         contribution = np.abs(self.coef_ * z)[: len(STATISTICS) * self.n_features]
         per_feature = contribution.reshape(len(STATISTICS), self.n_features).sum(0)
-        t = clip.shape[0]
+        t = x.shape[0]
         return {"attention": np.full(t, 1.0 / t), "saliency": np.tile(per_feature, (t, 1))}
 
-    def embed(self, X, exercise=None) -> np.ndarray:
-        return self._standardised(X, exercise)
+    def _predict_embed(self, X, exercise) -> tuple[np.ndarray, np.ndarray]:
+        z = self._standardised(X, exercise)
+        return expit(z @ self.coef_ + self.intercept_), z
 
     def _tensors(self) -> dict[str, torch.Tensor]:
-        if self.coef_ is None:
-            raise RuntimeError("fit the model first")
+        self._check_fitted()
         return {name: torch.as_tensor(np.asarray(value, dtype=np.float64))
                 for name, value in (("mean", self.mean_), ("scale", self.scale_), ("coef", self.coef_),
                                     ("intercept", self.intercept_))}
@@ -352,29 +636,6 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """torch's CPU thread count set to n (n > 0) for the duration, then restored."""
-    previous = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _with_threads(method: Callable) -> Callable:
-    """Run a TorchModel method under the model's configured thread count."""
-
-    @functools.wraps(method)
-    def wrapper(self: TorchModel, *args, **kwargs):
-        with _threads(self.config.threads):
-            return method(self, *args, **kwargs)
-
-    return wrapper
-
-
 def _better(score: tuple[float, ...], best: tuple[float, ...], tol: float = 1e-6) -> bool:
     """Lexicographic "lower is better" with a tolerance on each part."""
     for a, b in zip(score, best):
@@ -388,32 +649,38 @@ def _better(score: tuple[float, ...], best: tuple[float, ...], tol: float = 1e-6
 class TorchModel(Model):
     """Shared training, scoring and explanation for the sequence networks of model.nets."""
 
+    default_dropout: ClassVar[float]  # the network's dropout when config.dropout < 0
+
     def __init__(self, n_features: int, n_exercises: int = 0, config: TrainConfig | None = None):
         super().__init__(n_features, n_exercises, config)
         self.device = _device(self.config.device)
         with torch.random.fork_rng():
             torch.manual_seed(self.config.seed)
             self.net = self._build().to(self.device)
-        self.fitted = False
 
     @abstractmethod
     def _build(self) -> nn.Module:
         """The untrained network for this model's sizes and config."""
 
-    def _dropout(self, default: float) -> float:
-        return default if self.config.dropout < 0 else self.config.dropout
+    def _dropout(self) -> float:
+        return self.default_dropout if self.config.dropout < 0 else self.config.dropout
+
+    @property
+    def has_dropout(self) -> bool:
+        return self._dropout() > 0
 
     # -- batching --
 
     def _time_matrix(self, t: int) -> np.ndarray | None:
         return time_matrix(t, self.config.frame_step, self.config.max_frames)
 
-    def _prepare(self, X, exercise) -> tuple[list[np.ndarray], np.ndarray | None]:
-        clips = []
-        for x in _as_clips(X, self.n_features):
+    def _prepare(self, X: list[np.ndarray]) -> list[np.ndarray]:
+        """Checked clips (or windows) as the network sees them: frames averaged and resampled (time_matrix)."""
+        out = []
+        for x in X:
             m = self._time_matrix(x.shape[0])
-            clips.append(x if m is None else (m @ x).astype(np.float32))
-        return clips, _as_exercise(exercise, len(clips), self.n_exercises)
+            out.append(x if m is None else (m @ x).astype(np.float32))
+        return out
 
     def _batch(self, clips: list[np.ndarray], exercise: np.ndarray | None, index: np.ndarray
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -433,11 +700,16 @@ class TorchModel(Model):
         return F.cross_entropy(logits, y, weight=weight)
 
     @torch.no_grad()
-    def _evaluate(self, clips, exercise, y: np.ndarray, weight: torch.Tensor) -> tuple[float, np.ndarray]:
-        """Mean loss (over clips, as in training) and p(incorrect) of prepared clips."""
-        logits = self._logits(clips, exercise)
-        loss = self._loss(logits, torch.from_numpy(y).to(self.device), weight)
-        return float(loss), torch.softmax(logits, 1)[:, 1].cpu().numpy().astype(np.float64)
+    def _validate(self, validation: Validation, prepared: list[np.ndarray], weight: torch.Tensor
+                  ) -> tuple[float, float]:
+        """(loss, macro-F1) of the validation clips' p(incorrect), the vote of their units for windowed input.
+
+        The loss is the training loss taken on log p, which for whole input equals the loss on the logits."""
+        p = validation.clip_p(self._p(prepared, validation.units.exercise))
+        log_p = np.log(np.clip(np.stack([1.0 - p, p], axis=1), 1e-7, 1.0))
+        loss = self._loss(torch.from_numpy(log_p).float().to(self.device),
+                          torch.from_numpy(validation.y).to(self.device), weight)
+        return float(loss), macro_f1(validation.y, p)
 
     def _sorted_batches(self, clips: list[np.ndarray], exercise: np.ndarray | None
                         ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
@@ -449,32 +721,22 @@ class TorchModel(Model):
             yield (index, *self._batch(clips, exercise, index))
 
     @torch.no_grad()
-    def _logits(self, clips, exercise) -> torch.Tensor:
+    def _p(self, prepared: list[np.ndarray], exercise: np.ndarray | None) -> np.ndarray:
+        """p(incorrect) of prepared units, network in eval mode."""
         self.net.eval()
-        out = torch.zeros(len(clips), 2, device=self.device)
-        for index, x, mask, e in self._sorted_batches(clips, exercise):
-            out[torch.from_numpy(index).to(self.device)] = self.net(x, mask, e)[0]
+        out = np.zeros(len(prepared))
+        for index, x, mask, e in self._sorted_batches(prepared, exercise):
+            out[index] = torch.softmax(self.net(x, mask, e)[0], 1)[:, 1].cpu().numpy()
         return out
 
-    def _check_fitted(self) -> None:
-        if not self.fitted:
-            raise RuntimeError("fit the model first (or load a fitted state)")
+    # -- the clip-level methods --
 
-    # -- the interface --
-
-    @_with_threads
-    def fit(self, X, y, exercise=None, X_val=None, y_val=None, exercise_val=None, progress=None) -> dict:
-        start = time.perf_counter()
+    def _fit(self, X, y, exercise, validation, progress, batch_size) -> dict:
         cfg = self.config
-        clips, ex = self._prepare(X, exercise)
-        labels = _as_labels(y, len(clips))
-        _check_both_classes(labels)
-        has_val = _has_validation(X_val, y_val)
-        if has_val:
-            val_clips, val_ex = self._prepare(X_val, exercise_val)
-            val_labels = _as_labels(y_val, len(val_clips))
-        weight = torch.tensor(class_weights(labels), dtype=torch.float32, device=self.device)
-        y_t = torch.from_numpy(labels).to(self.device)
+        clips = self._prepare(X)
+        val_prepared = self._prepare(validation.units.X) if validation is not None else None
+        weight = torch.tensor(class_weights(y), dtype=torch.float32, device=self.device)
+        y_t = torch.from_numpy(y).to(self.device)
 
         history: dict[str, Any] = {"train_loss": [], "val_loss": [], "val_f1": [], "lr": []}
         best_score, best_epoch, best_state, stale = None, 0, None, 0
@@ -495,9 +757,9 @@ class TorchModel(Model):
                     self.net.train()
                     order = rng.permutation(len(clips))
                     total = 0.0
-                    for begin in range(0, len(clips), cfg.batch_size):
-                        index = order[begin: begin + cfg.batch_size]
-                        x, mask, e = self._batch(clips, ex, index)
+                    for begin in range(0, len(clips), batch_size):
+                        index = order[begin: begin + batch_size]
+                        x, mask, e = self._batch(clips, exercise, index)
                         loss = self._loss(self.net(x, mask, e)[0], y_t[torch.from_numpy(index).to(self.device)],
                                           weight)
                         optimiser.zero_grad(set_to_none=True)
@@ -507,17 +769,16 @@ class TorchModel(Model):
                         total += loss.item() * len(index)
                     train_loss = total / len(clips)
                     val_loss = val_f1 = None
-                    if has_val:
-                        val_loss, p = self._evaluate(val_clips, val_ex, val_labels, weight)
-                        val_f1 = macro_f1(val_labels, p)
-                    plateau.step(val_loss if has_val else train_loss)
+                    if validation is not None:
+                        val_loss, val_f1 = self._validate(validation, val_prepared, weight)
+                    plateau.step(val_loss if validation is not None else train_loss)
                     history["train_loss"].append(train_loss)
                     history["val_loss"].append(val_loss)
                     history["val_f1"].append(val_f1)
                     history["lr"].append(optimiser.param_groups[0]["lr"])
                     if progress is not None:
                         progress(epoch, cfg.epochs, train_loss, val_loss, val_f1)
-                    if not has_val:
+                    if validation is None:
                         continue
                     # Lower is better; macro-F1 moves in steps on a small validation part, so its ties go
                     # to the lower loss.
@@ -533,32 +794,41 @@ class TorchModel(Model):
                 torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         if best_state is not None:
             self.net.load_state_dict(best_state)
-        self.fitted = True
-        history["best_epoch"] = best_epoch if has_val else len(history["train_loss"])
+        history["best_epoch"] = best_epoch if validation is not None else len(history["train_loss"])
         history["epochs"] = len(history["train_loss"])
-        history["seconds"] = time.perf_counter() - start
         return history
 
-    @_with_threads
-    def predict_proba(self, X, exercise=None) -> np.ndarray:
-        self._check_fitted()
-        clips, ex = self._prepare(X, exercise)
-        if not clips:
-            return np.zeros(0)
-        return torch.softmax(self._logits(clips, ex), 1)[:, 1].cpu().numpy().astype(np.float64)
+    def _predict(self, X, exercise) -> np.ndarray:
+        return self._p(self._prepare(X), exercise)
 
-    @_with_threads
-    def explain(self, x, exercise=None) -> dict[str, np.ndarray]:
-        self._check_fitted()
-        clip = _as_clips([x], self.n_features)[0]
-        e = _as_exercise(None if exercise is None else [exercise], 1, self.n_exercises)
-        original = torch.from_numpy(clip).to(self.device).requires_grad_(True)
-        m = self._time_matrix(clip.shape[0])
+    @torch.no_grad()
+    def _predict_samples(self, X, exercise, n, seed) -> np.ndarray:
+        prepared = self._prepare(X)
+        out = np.zeros((n, len(prepared)))
+        self.net.eval()
+        # Only the layers that drop (nn.Dropout and attention's own dropout) go to train mode: layer norms and
+        # everything else score as usual.
+        dropping = [m for m in self.net.modules() if isinstance(m, (nn.Dropout, nn.MultiheadAttention))]
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            try:
+                for m in dropping:
+                    m.train()
+                for index, x, mask, e in self._sorted_batches(prepared, exercise):
+                    for k in range(n):
+                        out[k, index] = torch.softmax(self.net(x, mask, e)[0], 1)[:, 1].cpu().numpy()
+            finally:
+                self.net.eval()
+        return out
+
+    def _explain(self, x, exercise) -> dict[str, np.ndarray]:
+        original = torch.from_numpy(x).to(self.device).requires_grad_(True)
+        m = self._time_matrix(x.shape[0])
         # The frame averaging and resampling run inside autograd, so saliency lands on the clip's own frames.
         seen = original if m is None else torch.from_numpy(m.astype(np.float32)).to(self.device) @ original
         mask = torch.ones(1, seen.shape[0], dtype=torch.bool, device=self.device)
         self.net.eval()
-        e = None if e is None else torch.from_numpy(e).to(self.device)
+        e = None if exercise is None else torch.from_numpy(exercise).to(self.device)
         logits, attention = self.net(seen.unsqueeze(0), mask, e)
         # The logit of p(incorrect) = softmax(logits)[1] is the difference of the two logits.
         (logits[0, 1] - logits[0, 0]).backward()
@@ -568,25 +838,28 @@ class TorchModel(Model):
             attention = m.T @ attention
         return {"attention": attention / attention.sum(), "saliency": saliency}
 
-    @_with_threads
     @torch.no_grad()
-    def embed(self, X, exercise=None) -> np.ndarray:
-        self._check_fitted()
-        clips, ex = self._prepare(X, exercise)
+    def _predict_embed(self, X, exercise) -> tuple[np.ndarray, np.ndarray]:
+        if not X:  # the width still matters to the caller: measure it on one blank frame
+            blank = np.zeros((1, self.n_features), dtype=np.float32)
+            width = self._predict_embed([blank], None if exercise is None else np.zeros(1, np.int64))[1].shape[1]
+            return np.zeros(0), np.zeros((0, width))
+        prepared = self._prepare(X)
         self.net.eval()
-        parts = [(index, self.net.head.embed(self.net.encode(x, mask)[0], e).cpu().numpy())
-                 for index, x, mask, e in self._sorted_batches(clips, ex)]
-        out = np.zeros((len(clips), parts[0][1].shape[1] if parts else 0))
-        for index, vectors in parts:
-            out[index] = vectors
-        return out
+        p, out = np.zeros(len(prepared)), None
+        for index, x, mask, e in self._sorted_batches(prepared, exercise):
+            vectors = self.net.head.embed(self.net.encode(x, mask)[0], e)  # what the head's MLP decides from
+            p[index] = torch.softmax(self.net.head.mlp(vectors), 1)[:, 1].cpu().numpy()
+            if out is None:
+                out = np.zeros((len(prepared), vectors.shape[1]))
+            out[index] = vectors.cpu().numpy()
+        return p, out
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return dict(self.net.state_dict())
 
     def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.net.load_state_dict({k: v.to(self.device) for k, v in tensors.items()})
-        self.fitted = True
 
 
 def _check_heads(width: int, heads: int) -> None:
@@ -598,24 +871,26 @@ class BiLSTM(TorchModel):
     """Two bidirectional LSTMs + 4-head self-attention + mean/max pooling (model.nets.BiLSTMAttention)."""
 
     name = "bilstm"
+    default_dropout = 0.3
 
     def _build(self) -> nn.Module:
         h = self.config.hidden
         _check_heads(2 * max(1, h // 2), self.config.heads)
         return BiLSTMAttention(self.n_features, self.n_exercises, hidden=(h, max(1, h // 2)),
-                               heads=self.config.heads, dropout=self._dropout(0.3))
+                               heads=self.config.heads, dropout=self._dropout())
 
 
 class Transformer(TorchModel):
     """Pre-norm Transformer encoder over projected frames (model.nets.TransformerClassifier)."""
 
     name = "transformer"
+    default_dropout = 0.1
 
     def _build(self) -> nn.Module:
         _check_heads(self.config.hidden, self.config.heads)
         return TransformerClassifier(self.n_features, self.n_exercises, d_model=self.config.hidden,
                                      heads=self.config.heads, layers=self.config.layers,
-                                     dropout=self._dropout(0.1), max_len=self.config.max_frames)
+                                     dropout=self._dropout(), max_len=self.config.max_frames)
 
 
 MODELS: dict[str, type[Model]] = {"baseline": Baseline, "bilstm": BiLSTM, "transformer": Transformer}

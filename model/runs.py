@@ -35,6 +35,14 @@ from model.registry import Model
 # going, or one that failed or was killed, and is never listed or loaded as finished.
 WEIGHTS, SCALER, META, METRICS, OOF, PREDICTIONS, PROGRESS, DONE = (
     "weights.pt", "scaler.json", "meta.json", "metrics.json", "oof.csv", "predictions.csv", "progress.json", "done")
+EMBEDDINGS = "embeddings.npy"  # float32 (N, D): the final model's embed() of each predictions.csv row, in order
+SELECTION = "selection.csv"  # holdout runs: the inner out-of-fold predictions of each candidate setting
+# predictions.csv after clip_id, one row per active clip (labelled or not), empty where unknown:
+# p_incorrect: the final model's; uncertainty: sd of the committee's p (the fold models, or the holdout and
+# final models); committee_mi: BALD mutual information over the committee, H(mean p) - mean H(p) (nats);
+# mc_mi: the same over MC-dropout samples of the final model (empty for models without dropout);
+# window_spread: sd of the final model's window p's (empty for whole-clip input).
+SCORE_COLUMNS = ("p_incorrect", "uncertainty", "committee_mi", "mc_mi", "window_spread")
 RUN_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # what new_run_dir makes (timestamp-random); anything else is refused
 TOP_JOINTS = 5  # joints named in an explanation
 
@@ -67,16 +75,44 @@ class Fitted:
             return None, known
         return np.array([index.get(e, 0) for e in exercises], dtype=np.int64), known
 
+    def _known(self, features: Sequence[np.ndarray], exercises: Sequence[str]
+               ) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+        """(positions of the clips of known exercises, their scaled features, their exercise ids or None)."""
+        if len(features) != len(exercises):
+            raise ValueError(f"{len(features)} clips but {len(exercises)} exercises")
+        ids, known = self.exercise_ids(exercises)
+        keep = np.flatnonzero(known)
+        return keep, [self.scaler.transform(features[i]) for i in keep], None if ids is None else ids[keep]
+
     def predict(self, features: Sequence[np.ndarray], exercises: Sequence[str]) -> np.ndarray:
         """p(incorrect) per clip from raw clip_features; NaN for a clip of an exercise the model never saw
         (a squat model has nothing to say about a push-up)."""
-        out = np.full(len(features), np.nan)
-        ids, known = self.exercise_ids(exercises)
-        keep = np.flatnonzero(known)
-        if keep.size:
-            scaled = [self.scaler.transform(features[i]) for i in keep]
-            out[keep] = self.model.predict_proba(scaled, None if ids is None else ids[keep])
+        return self.predict_details(features, exercises)["p"]
+
+    def predict_details(self, features: Sequence[np.ndarray], exercises: Sequence[str], embed: bool = False
+                        ) -> dict[str, np.ndarray]:
+        """Model.predict_details from raw clip_features: "p" and "window_spread" (N,) (and with embed,
+        "embedding" (N, D)), NaN for clips of unknown exercises."""
+        keep, scaled, ids = self._known(features, exercises)
+        out = {}
+        for key, values in self.model.predict_details(scaled, ids, embed=embed).items():
+            out[key] = np.full((len(features), *values.shape[1:]), np.nan)
+            out[key][keep] = values
         return out
+
+    def predict_samples(self, features: Sequence[np.ndarray], exercises: Sequence[str], n: int = 10,
+                        seed: int = 0) -> np.ndarray:
+        """Model.predict_samples from raw clip_features: (n, N) MC-dropout samples of p(incorrect), NaN columns
+        for unknown exercises. Raises registry.NoDropout for a model without dropout."""
+        keep, scaled, ids = self._known(features, exercises)
+        samples = self.model.predict_samples(scaled, ids, n, seed)
+        out = np.full((n, len(features)), np.nan)
+        out[:, keep] = samples
+        return out
+
+    def embed(self, features: Sequence[np.ndarray], exercises: Sequence[str]) -> np.ndarray:
+        """Model.embed from raw clip_features: (N, D), NaN rows for unknown exercises."""
+        return self.predict_details(features, exercises, embed=True)["embedding"]
 
     def explain(self, features: np.ndarray, exercise: str) -> dict[str, np.ndarray]:
         """The model's attention (T,) and saliency (T, F) for one clip's raw clip_features."""
@@ -157,19 +193,32 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def save_run(folder: Path, fitted: Fitted, meta: dict, metrics: dict, oof: list[dict], predictions: list[dict]
-             ) -> None:
+SELECTION_COLUMNS = ["clip_id", "candidate", "fold", "y", "p_incorrect"]
+
+
+def save_run(folder: Path, fitted: Fitted, meta: dict, metrics: dict, oof: list[dict], predictions: list[dict],
+             embeddings: np.ndarray | None = None, selection: list[dict] | None = None) -> None:
     """Write a finished run: weights, scaler, metrics, out-of-sample and all-clip predictions, then meta.json
     and the `done` marker last.
 
-    oof rows: clip_id, exercise, group, y, p_incorrect, fold. predictions rows: clip_id, p_incorrect,
-    uncertainty (empty when unknown).
+    oof rows: clip_id, exercise, group, y, p_incorrect, fold. predictions rows: clip_id and SCORE_COLUMNS
+    (missing or NaN written empty). embeddings: one row per predictions row, saved as float32 EMBEDDINGS.
+    selection rows (holdout model selection): SELECTION_COLUMNS.
     """
     torch.save(fitted.model.state(), folder / WEIGHTS)
     write_json(folder / SCALER, fitted.scaler.to_dict())
     write_json(folder / METRICS, metrics)
     _write_csv(folder / OOF, ["clip_id", "exercise", "group", "y", "p_incorrect", "fold"], oof)
-    _write_csv(folder / PREDICTIONS, ["clip_id", "p_incorrect", "uncertainty"], predictions)
+    _write_csv(folder / PREDICTIONS, ["clip_id", *SCORE_COLUMNS], predictions)
+    if embeddings is not None:
+        if len(embeddings) != len(predictions):
+            raise ValueError(f"{len(embeddings)} embeddings for {len(predictions)} predictions")
+        tmp = folder / f".{EMBEDDINGS}.tmp"
+        with tmp.open("wb") as fh:
+            np.save(fh, np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
+        os.replace(tmp, folder / EMBEDDINGS)
+    if selection is not None:
+        _write_csv(folder / SELECTION, SELECTION_COLUMNS, selection)
     write_json(folder / META, {**meta, "exercises": fitted.exercises})
     (folder / DONE).write_text(datetime.now(timezone.utc).isoformat())
 
@@ -218,10 +267,12 @@ def label_counts(exercises: Sequence[str], labels: Sequence[int]) -> dict[str, d
 
 
 def base_meta(config: dict, clip_ids: Sequence[str], exercises: Sequence[str], labels: Sequence[int],
-              landmarks: Sequence[np.ndarray]) -> dict:
-    """meta.json of a run (without the exercise vocabulary, which save_run adds)."""
+              landmarks: Sequence[np.ndarray], created_at: datetime | None = None) -> dict:
+    """meta.json of a run (without the exercise vocabulary, which save_run adds). created_at: when the run read
+    its labels (default now), to the microsecond like label events: a label given after it, even within the
+    same second, is one the run did not see."""
     return {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": (created_at or datetime.now(timezone.utc)).isoformat(timespec="microseconds"),
         "config": config,
         "data_hash": snapshot_hash(clip_ids, labels, landmarks),
         "n_labelled": len(clip_ids),
@@ -257,7 +308,7 @@ def list_runs(project: Project) -> list[dict]:
         meta = _read_json(folder / META)
         out.append({**_read_json(folder / METRICS), "run_id": folder.name, "created_at": meta["created_at"],
                     "config": meta["config"], "data_hash": meta["data_hash"]})
-    # Run ids start with the UTC time, so they break ties of created_at (whole seconds) in start order.
+    # Run ids start with the UTC time, so they break ties of created_at (whole seconds in older runs) in order.
     out.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
     return out
 
@@ -292,10 +343,39 @@ def read_predictions(project: Project, run_id: str) -> dict[str, tuple[float, fl
     return out
 
 
+def latest_run_id(project: Project) -> str | None:
+    """The id of the newest finished run, None when there is none."""
+    finished = list_runs(project)
+    return finished[0]["run_id"] if finished else None
+
+
 def latest_predictions(project: Project) -> dict[str, tuple[float, float]]:
     """clip_id -> (p_incorrect, uncertainty) of the newest finished run; {} when there is none."""
-    finished = list_runs(project)
-    return read_predictions(project, finished[0]["run_id"]) if finished else {}
+    run_id = latest_run_id(project)
+    return read_predictions(project, run_id) if run_id is not None else {}
+
+
+def read_scores(project: Project, run_id: str) -> pd.DataFrame:
+    """A finished run's per-clip scores (predictions.csv): clip_id and SCORE_COLUMNS as floats, one row per
+    clip active at the time of the run; a column an older run did not write is all NaN."""
+    table = pd.read_csv(_finished(project, run_id) / PREDICTIONS, dtype={"clip_id": str})
+    for column in SCORE_COLUMNS:
+        table[column] = pd.to_numeric(table[column], errors="coerce") if column in table else np.nan
+    return table[["clip_id", *SCORE_COLUMNS]].astype({c: np.float64 for c in SCORE_COLUMNS})
+
+
+def read_embeddings(project: Project, run_id: str) -> tuple[list[str], np.ndarray] | None:
+    """A finished run's clip embeddings: (clip ids, float32 (N, D)) in predictions.csv order, NaN rows for
+    clips it could not score; None for a run saved without them (older runs)."""
+    folder = _finished(project, run_id)
+    if not (folder / EMBEDDINGS).is_file():
+        return None
+    vectors = np.load(folder / EMBEDDINGS, allow_pickle=False)
+    with (folder / PREDICTIONS).open(newline="", encoding="utf-8") as fh:
+        ids = [row["clip_id"] for row in csv.DictReader(fh)]
+    if len(ids) != len(vectors):
+        raise ValueError(f"run {run_id!r} has {len(vectors)} embeddings for {len(ids)} predictions")
+    return ids, vectors
 
 
 def live_history(project: Project, run_id: str | None = None) -> list[dict]:

@@ -6,9 +6,11 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from scipy.special import entr
 
 from curation import store
 from curation.jobs import Cancelled, JobFailed
@@ -16,7 +18,7 @@ from curation.project import Project
 from model import runs
 from model.features import UNLABELLED, ClipSet, Scaler, augment, clip_features, load_clipset
 from model.metrics import evaluate
-from model.registry import TrainConfig, UnknownModel, make_model
+from model.registry import TrainConfig, UnknownModel, macro_f1, make_model, resolve_input
 from model.registry import Progress as EpochProgress
 from model.splits import SplitError, fold_count, grouped_holdout, grouped_kfold, validation_split
 
@@ -28,6 +30,12 @@ DEFAULT_MODEL = "baseline"
 # Grouped 5-fold macro-F1 on pose_trainer (tests/benchmarks/bench_train.py, 3 seeds): two augmented copies
 # lift the networks (BiLSTM 0.43 -> 0.54, Transformer 0.47 -> 0.55) and lower the baseline (0.61 -> 0.57).
 AUGMENT_BY_MODEL = {"bilstm": 2, "transformer": 2, "baseline": 0}
+
+MC_SAMPLES = 10  # MC-dropout samples of the final network per clip, for mc_mi (active learning's BALD)
+# Holdout runs choose among these settings by a grouped K-fold on the training part (the run's own settings
+# are tried first, so a tie keeps them); K-fold runs keep their fixed settings.
+SELECT_INPUTS = ("whole", "windows")
+SELECT_BASELINE_C = (0.1, 1.0, 10.0)
 
 Progress = Callable[[float, str], None]
 IsCancelled = Callable[[], bool]
@@ -79,8 +87,8 @@ class RunConfig:
         return AUGMENT_BY_MODEL.get(self.model, 0) if self.augment is None else self.augment
 
     def train_config(self) -> TrainConfig:
-        """The TrainConfig each model of the run is built with."""
-        return dataclasses.replace(self.train, model=self.model, seed=self.seed)
+        """The TrainConfig each model of the run is built with (input "auto" resolved for the run's model)."""
+        return resolve_input(dataclasses.replace(self.train, model=self.model, seed=self.seed))
 
     def as_dict(self) -> dict:
         """Plain JSON form (meta.json)."""
@@ -211,11 +219,12 @@ class _Context:
         if self.cancelled is not None and self.cancelled():
             raise Cancelled("training cancelled")
 
-    def fit(self, train_idx: np.ndarray, fold: int | str) -> tuple[runs.Fitted, dict]:
-        """fit_clips with the run's progress: each epoch goes to progress.json, the progress bar and a
-        cancel check."""
+    def fit(self, train_idx: np.ndarray, fold: int | str, config: RunConfig | None = None,
+            label: str | None = None) -> tuple[runs.Fitted, dict]:
+        """fit_clips (with the run's config, or `config`) and the run's progress: each epoch goes to
+        progress.json (as `fold`), the progress bar (as `label`) and a cancel check."""
         self.check_cancelled()
-        label = f"fold {fold}" if isinstance(fold, int) else f"{fold} model"
+        label = label or (f"fold {fold}" if isinstance(fold, int) else f"{fold} model")
 
         def on_epoch(epoch: int, epochs: int, train_loss: float, val_loss: float | None, val_f1: float | None):
             self.history.append({"fold": fold, "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
@@ -225,8 +234,8 @@ class _Context:
                         f"{label}: epoch {epoch}/{epochs}")
             self.check_cancelled()
 
-        fitted, summary = fit_clips(self.clips, self.features, train_idx, self.config, self.exercises, on_epoch,
-                                    stream=self.fits_done)
+        fitted, summary = fit_clips(self.clips, self.features, train_idx, config or self.config, self.exercises,
+                                    on_epoch, stream=self.fits_done)
         self.fits_done += 1
         return fitted, {"fold": fold, **summary}
 
@@ -234,6 +243,113 @@ class _Context:
 def _n_exercise_inputs(exercises: list[str]) -> int:
     # One exercise: nothing for an exercise input to tell apart.
     return len(exercises) if len(exercises) > 1 else 0
+
+
+# ---------------------------------------------------------------------------------------------- scores
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """H(p) = -p ln p - (1 - p) ln(1 - p) in nats (0 at p = 0 or 1; NaN stays NaN)."""
+    p = np.asarray(p, dtype=np.float64)
+    return entr(p) + entr(1.0 - p)
+
+
+def mutual_information(samples: np.ndarray) -> np.ndarray:
+    """BALD per clip from (S, N) samples of p(incorrect): H(mean p) - mean H(p), in nats, in [0, ln 2].
+
+    0 when the samples agree (however unsure each is); high when they are confident but disagree. NaN for a
+    clip with a NaN sample (unknown exercise)."""
+    samples = np.asarray(samples, dtype=np.float64)
+    mi = binary_entropy(samples.mean(0)) - binary_entropy(samples).mean(0)
+    return np.where(np.isnan(mi), np.nan, np.maximum(mi, 0.0))  # float error can dip a hair below 0
+
+
+@dataclass
+class Scores:
+    """What a run saves per clip (runs.SCORE_COLUMNS, (N,) each) and the final model's embeddings."""
+
+    p_incorrect: np.ndarray
+    uncertainty: np.ndarray
+    committee_mi: np.ndarray
+    mc_mi: np.ndarray
+    window_spread: np.ndarray
+    embeddings: np.ndarray  # float32 (N, D), NaN rows for clips of unknown exercises
+    seconds: dict[str, float]  # wall time of each part: predict_embed, committee, mc_samples
+
+    def rows(self, clip_ids: list[str]) -> list[dict]:
+        """predictions.csv rows."""
+        columns = {c: getattr(self, c) for c in runs.SCORE_COLUMNS}
+        return [{"clip_id": clip_id, **{c: float(v[i]) for c, v in columns.items()}}
+                for i, clip_id in enumerate(clip_ids)]
+
+
+def score_clips(final: runs.Fitted, committee: list[np.ndarray], features: list[np.ndarray], exercises: list[str],
+                seed: int = 0, mc_samples: int = MC_SAMPLES) -> Scores:
+    """Score clips (raw clip_features) for a run's predictions.csv and embeddings.npy.
+
+    committee: each evaluation model's p(incorrect) of the same clips (the K fold models; a single one, the
+    holdout model, is joined by the final model). Their sd is `uncertainty` and their BALD mutual information
+    `committee_mi`: models fitted on different groups disagree where the data is thin. mc_mi: BALD over
+    mc_samples MC-dropout samples of the final model (NaN for a model without dropout). window_spread: the sd
+    of the final model's window p's (NaN for whole-clip input).
+    """
+    seconds = {}
+    timer = time.perf_counter()
+    details = final.predict_details(features, exercises, embed=True)  # p and embeddings from one pass
+    seconds["predict_embed"] = time.perf_counter() - timer
+    timer = time.perf_counter()
+    members = np.stack(committee if len(committee) >= 2 else [*committee, details["p"]])
+    uncertainty, committee_mi = np.std(members, axis=0), mutual_information(members)
+    seconds["committee"] = time.perf_counter() - timer
+    timer = time.perf_counter()
+    mc_mi = np.full(len(features), np.nan)
+    if final.model.has_dropout:
+        mc_mi = mutual_information(final.predict_samples(features, exercises, mc_samples, seed))
+    seconds["mc_samples"] = time.perf_counter() - timer
+    return Scores(details["p"], uncertainty, committee_mi, mc_mi, details["window_spread"],
+                  details["embedding"].astype(np.float32), seconds)
+
+
+# ---------------------------------------------------------------------------------------------- model selection
+
+
+def candidates(config: RunConfig) -> list[dict]:
+    """The TrainConfig settings a holdout run chooses among, the run's own first (a tie keeps them): input
+    whole or windows and, for the baseline, baseline_c in SELECT_BASELINE_C."""
+    own = config.train_config()
+    inputs = sorted(SELECT_INPUTS, key=lambda i: i != own.input)
+    if config.model != "baseline":
+        return [{"input": i} for i in inputs]
+    strengths = sorted(set(SELECT_BASELINE_C) | {own.baseline_c}, key=lambda c: (c != own.baseline_c, c))
+    return [{"input": i, "baseline_c": c} for i in inputs for c in strengths]
+
+
+def _describe(option: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in option.items())
+
+
+def _select(ctx: _Context, inner: list[tuple[np.ndarray, np.ndarray]], options: list[dict]
+            ) -> tuple[dict, dict, list[dict]]:
+    """Each option's out-of-fold macro-F1 over the inner folds (indices into the labelled clips, inside the
+    training part): (the best option, the "selection" summary, the selection.csv rows)."""
+    tested = np.sort(np.concatenate([test for _, test in inner]))
+    y = ctx.clips.labels
+    scored, rows = [], []
+    for j, option in enumerate(options, start=1):
+        config = dataclasses.replace(ctx.config, train=dataclasses.replace(ctx.config.train, **option))
+        p = np.full(len(y), np.nan)
+        for k, (train_idx, test_idx) in enumerate(inner, start=1):
+            fitted, _ = ctx.fit(train_idx, f"selection {j}.{k}", config,
+                                label=f"choosing settings ({_describe(option)}), fold {k}/{len(inner)}")
+            p[test_idx] = fitted.predict([ctx.features[i] for i in test_idx],
+                                         [ctx.clips.exercises[i] for i in test_idx])
+            rows += [{"clip_id": ctx.clips.clip_ids[i], "candidate": _describe(option), "fold": k,
+                      "y": int(y[i]), "p_incorrect": float(p[i])} for i in test_idx]
+        scored.append({**option, "macro_f1": macro_f1(y[tested], p[tested])})
+    best = max(range(len(options)), key=lambda j: (scored[j]["macro_f1"], -j))  # the first of equals
+    summary = {"folds": len(inner), "n_clips": int(len(tested)), "candidates": scored, "chosen": options[best],
+               "macro_f1": scored[best]["macro_f1"]}
+    return options[best], summary, rows
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -244,13 +360,17 @@ def train_run(project: Project, config: RunConfig = RunConfig(), progress: Progr
     """Evaluate `config` on the project's labelled clips with a grouped split, fit the final model on all of
     them, score every active clip, and save it all as a run folder. Returns the run's metrics (with run_id).
 
-    Evaluation: out-of-fold predictions of a stratified grouped K-fold (default), or one grouped holdout
-    (config.holdout). Within each training part the scaler is fitted on the training clips only and the
-    early-stopping validation part is drawn from the training groups only. Raises TrainingRefused (nothing
-    written) when the labelled clips cannot be split honestly, Cancelled when cancelled() turns True (the
-    unfinished run folder is removed).
+    Evaluation: out-of-fold predictions of a stratified grouped K-fold (default, with the config's settings),
+    or one grouped holdout (config.holdout) whose settings (candidates(): input, and the baseline's C) are
+    first chosen by the out-of-fold macro-F1 of a grouped K-fold inside the training part ("selection" in the
+    metrics, the inner predictions in selection.csv). Within each training part the scaler is fitted on the
+    training clips only and the early-stopping validation part is drawn from the training groups only.
+    Every active clip gets score_clips()' scores (predictions.csv) and embedding (embeddings.npy). Raises
+    TrainingRefused (nothing written) when the labelled clips cannot be split honestly, Cancelled when
+    cancelled() turns True (the unfinished run folder is removed).
     """
     start = time.perf_counter()
+    read_at = datetime.now(timezone.utc)  # the labels the run learns from are those given before this
     every = load_clipset(project, labelled_only=False)
     labelled = np.flatnonzero(every.labels != UNLABELLED)
     clips = every.subset(labelled)
@@ -270,13 +390,32 @@ def train_run(project: Project, config: RunConfig = RunConfig(), progress: Progr
             split += f" ({config.folds} asked; too few groups per class)"
     split += f", groups={_group_kind(project, clips)}"
 
+    # A holdout run chooses its settings by a grouped K-fold inside the training part: the holdout clips
+    # are never seen before the chosen model is tested on them.
+    inner, options, selection, selection_rows = [], [], None, None
+    if config.holdout is not None:
+        part = splits[0][0]
+        try:
+            inner = [(part[a], part[b]) for a, b in grouped_kfold(
+                clips.labels[part], [clips.groups[i] for i in part], config.folds, config.seed)]
+            options = candidates(config)
+        except SplitError as exc:
+            selection = {"skipped": str(exc), "chosen": None}
+            split += f"; fixed settings (no model selection: {exc})"
+
     all_features = [every.features(i) for i in range(len(every))]
     features = [all_features[i] for i in labelled]
     exercises = sorted(set(clips.exercises))
     folder = runs.new_run_dir(project)
     try:
-        ctx = _Context(clips, features, exercises, config, folder, len(splits) + 1, progress, cancelled)
+        ctx = _Context(clips, features, exercises, config, folder, len(splits) + 1 + len(options) * len(inner),
+                       progress, cancelled)
         ctx.report(_LOAD, f"{len(clips)} labelled clips, {split}")
+        if options:
+            chosen, selection, selection_rows = _select(ctx, inner, options)
+            config = ctx.config = dataclasses.replace(config, train=dataclasses.replace(config.train, **chosen))
+            split += (f"; {_describe(chosen)} chosen by grouped {len(inner)}-fold on the training part "
+                      f"(macro-F1 {selection['macro_f1']:.3f}, best of {len(options)})")
         p_out = np.full(len(clips), np.nan)
         fold_of = np.zeros(len(clips), dtype=np.int64)
         committee, fold_summaries = [], []
@@ -294,29 +433,27 @@ def train_run(project: Project, config: RunConfig = RunConfig(), progress: Progr
 
         final, summary = ctx.fit(np.arange(len(clips)), "final")
         fold_summaries.append({**summary, "n_test": 0})
-        timer = time.perf_counter()
-        p_all = final.predict(all_features, every.exercises)
-        predict_ms = (time.perf_counter() - timer) * 1000 / max(1, len(every))
-        # Uncertainty = disagreement of the committee (the K fold models, or the holdout and final models):
-        # the sd of their p(incorrect). The registry's models score a clip as a whole, so there is no
-        # per-window vote to disagree; models fitted on different groups disagree where the data is thin.
-        if len(committee) < 2:
-            committee.append(p_all)
-        uncertainty = np.std(np.stack(committee), axis=0)
+        scores = score_clips(final, committee, all_features, every.exercises, config.seed)
+        # p and the embeddings come from one pass; the embeddings add next to nothing to it.
+        predict_ms = scores.seconds["predict_embed"] * 1000 / max(1, len(every))
 
         run_id = folder.name
         metrics.update({
             "run_id": run_id, "model": config.model, "split": split, "n_labelled": int(len(clips)),
-            "fits": fold_summaries, "seed": config.seed,
-            "train_seconds": time.perf_counter() - start, "predict_ms_per_clip": predict_ms,
+            "fits": fold_summaries, "seed": config.seed, "input": final.model.config.input,
+            "train_seconds": time.perf_counter() - start,
+            "predict_ms_per_clip": predict_ms,
+            "scoring_seconds": scores.seconds,
         })
+        if selection is not None:
+            metrics["selection"] = selection
         ctx.report(1 - _SAVE, "saving the run")
         oof = [{"clip_id": clips.clip_ids[i], "exercise": clips.exercises[i], "group": clips.groups[i],
                 "y": int(clips.labels[i]), "p_incorrect": float(p_out[i]), "fold": int(fold_of[i])} for i in tested]
-        predictions = [{"clip_id": every.clip_ids[i], "p_incorrect": float(p_all[i]),
-                        "uncertainty": float(uncertainty[i])} for i in range(len(every))]
-        meta = runs.base_meta(config.as_dict(), clips.clip_ids, clips.exercises, clips.labels, clips.landmarks)
-        runs.save_run(folder, final, meta, metrics, oof, predictions)
+        meta = runs.base_meta(config.as_dict(), clips.clip_ids, clips.exercises, clips.labels, clips.landmarks,
+                              created_at=read_at)
+        runs.save_run(folder, final, meta, metrics, oof, scores.rows(every.clip_ids), scores.embeddings,
+                      selection_rows)
     finally:
         runs.discard_run(folder)  # a no-op once finished; else the failed or cancelled run's folder goes
     ctx.report(1.0, f"done: macro-F1 {metrics['macro_f1']:.3f}" if metrics["macro_f1"] is not None else "done")

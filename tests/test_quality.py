@@ -65,7 +65,7 @@ def test_a_second_look_is_a_new_event_and_leaves_the_queue_until_the_next_run(da
     labels = store.consensus_labels(project)
     ids = [c for c, v in labels.items() if v["label"]]
     # Make a few labels clearly wrong so the queue is not empty.
-    for clip_id in ids[:4]:
+    for clip_id in ids[:8]:
         wrong = "incorrect" if labels[clip_id]["label"] == "correct" else "correct"
         store.add_label_event(project, {"clip_id": clip_id, "annotator": "lead", "kind": "adjudication",
                                         "verdict": wrong})

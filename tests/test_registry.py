@@ -8,20 +8,27 @@ import numpy as np
 import pytest
 import torch
 
+from model.features import windows
 from model.registry import (
+    INPUT_BY_MODEL,
     MODELS,
     BadTrainingData,
     Model,
+    NoDropout,
     TrainConfig,
     UnknownModel,
     make_model,
     time_matrix,
+    vote,
 )
 
 N_FEATURES = 6
 # Small enough that the whole file runs in seconds; a frame step of 2 and max_frames of 16 are exercised too.
 TINY = TrainConfig(epochs=40, hidden=16, heads=2, batch_size=16, patience=40, frame_step=2, max_frames=16)
+# Windowed: windows of 8 frames (step 2) over the 6-30 frame sinusoids, so most clips have several windows.
+WINDOWS = dataclasses.replace(TINY, input="windows", window_size=8)
 NAMES = sorted(MODELS)
+NETWORKS = ["bilstm", "transformer"]
 
 
 def sinusoids(n: int, seed: int, informative: tuple[int, ...] = tuple(range(N_FEATURES)),
@@ -50,14 +57,32 @@ def data():
 
 @pytest.fixture(scope="module")
 def fitted(data):
-    """One fitted model per registry name, shared by the read-only tests."""
+    """One fitted whole-clip model per registry name, shared by the read-only tests."""
     X, y = data
     models = {}
     for name in NAMES:
-        model = make_model(name, N_FEATURES, 0, TINY)
+        model = make_model(name, N_FEATURES, 0, dataclasses.replace(TINY, input="whole"))
         model.fit(X, y)
         models[name] = model
     return models
+
+
+@pytest.fixture(scope="module")
+def windowed(data):
+    """One fitted windowed model per registry name."""
+    X, y = data
+    models = {}
+    for name in NAMES:
+        model = make_model(name, N_FEATURES, 0, WINDOWS)
+        model.fit(X, y)
+        models[name] = model
+    return models
+
+
+def as_whole(model: Model) -> Model:
+    """The same fitted weights taking whole clips: what a windowed model does to each of its windows."""
+    state = model.state()
+    return Model.load({**state, "config": {**state["config"], "input": "whole"}})
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -67,23 +92,30 @@ def test_each_model_overfits_a_small_synthetic_set(fitted, data, name):
     assert ((p >= 0.5) == y).mean() >= 0.95
 
 
+@pytest.fixture(params=["whole", "windows"])
+def models(request, fitted, windowed):
+    """The fitted models of either input."""
+    return fitted if request.param == "whole" else windowed
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_predict_proba_is_one_probability_per_clip_for_any_length(fitted, name):
+def test_predict_proba_is_one_probability_per_clip_for_any_length(models, name):
     rng = np.random.default_rng(5)
     # One frame (a held photo), short, and longer than frame_step * max_frames (resampled down).
     clips = [rng.standard_normal((t, N_FEATURES)).astype(np.float32) for t in (1, 2, 7, 29, 90)]
-    p = fitted[name].predict_proba(clips)
+    p = models[name].predict_proba(clips)
     assert p.shape == (5,)
     assert np.all((p >= 0) & (p <= 1))
-    assert fitted[name].predict_proba([]).shape == (0,)
+    assert models[name].predict_proba([]).shape == (0,)
+    assert models[name].embed([]).shape == (0, models[name].embed(clips[:1]).shape[1])
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_clip_gets_the_same_prediction_alone_and_batched_with_a_longer_clip(fitted, data, name):
+def test_a_clip_gets_the_same_prediction_alone_and_batched_with_a_longer_clip(models, data, name):
     X, _ = data
     short, long = X[0][:5], np.concatenate([X[1], X[2]])
-    alone = fitted[name].predict_proba([short])
-    batched = fitted[name].predict_proba([short, long])
+    alone = models[name].predict_proba([short])
+    batched = models[name].predict_proba([short, long])
     assert batched[0] == pytest.approx(alone[0], abs=1e-6)
 
 
@@ -100,10 +132,10 @@ def test_nan_frames_count_as_the_mean_not_as_errors(fitted, data):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("t", [1, 9, 45])
-def test_explain_gives_frame_attention_summing_to_one_and_frame_feature_saliency(fitted, data, name, t):
+def test_explain_gives_frame_attention_summing_to_one_and_frame_feature_saliency(models, name, t):
     rng = np.random.default_rng(t)
     clip = rng.standard_normal((t, N_FEATURES)).astype(np.float32)
-    why = fitted[name].explain(clip)
+    why = models[name].explain(clip)
     assert why["attention"].shape == (t,)
     assert why["saliency"].shape == (t, N_FEATURES)
     assert why["attention"].sum() == pytest.approx(1.0)
@@ -112,11 +144,11 @@ def test_explain_gives_frame_attention_summing_to_one_and_frame_feature_saliency
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_embed_gives_one_vector_per_clip_in_input_order(fitted, data, name):
+def test_embed_gives_one_vector_per_clip_in_input_order(models, data, name):
     X, _ = data
-    vectors = fitted[name].embed(X[:5])
+    vectors = models[name].embed(X[:5])
     assert vectors.ndim == 2 and vectors.shape[0] == 5 and np.isfinite(vectors).all()
-    np.testing.assert_allclose(fitted[name].embed([X[3]])[0], vectors[3], atol=1e-5)
+    np.testing.assert_allclose(models[name].embed([X[3]])[0], vectors[3], atol=1e-5)
     assert not np.allclose(vectors[0], vectors[1])
 
 
@@ -135,15 +167,16 @@ def test_saliency_points_at_the_features_that_carry_the_class(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_state_round_trips_through_torch_save_with_weights_only(fitted, data, tmp_path, name):
+def test_state_round_trips_through_torch_save_with_weights_only(models, data, tmp_path, name):
     X, _ = data
     path = tmp_path / "weights.pt"
-    torch.save(fitted[name].state(), path)
+    torch.save(models[name].state(), path)
     loaded = Model.load(torch.load(path, weights_only=True))
-    assert type(loaded) is type(fitted[name])
-    assert loaded.config == fitted[name].config
-    np.testing.assert_array_equal(loaded.predict_proba(X), fitted[name].predict_proba(X))
-    np.testing.assert_array_equal(loaded.explain(X[0])["saliency"], fitted[name].explain(X[0])["saliency"])
+    assert type(loaded) is type(models[name])
+    assert loaded.config == models[name].config
+    np.testing.assert_array_equal(loaded.predict_proba(X), models[name].predict_proba(X))
+    np.testing.assert_array_equal(loaded.embed(X), models[name].embed(X))
+    np.testing.assert_array_equal(loaded.explain(X[0])["saliency"], models[name].explain(X[0])["saliency"])
 
 
 @pytest.mark.parametrize("name", ["bilstm", "transformer"])
@@ -265,10 +298,11 @@ def real_clips(videos):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_real_pose_clips_with_missing_frames_fit_score_and_explain(real_clips, name):
+@pytest.mark.parametrize("mode", ["whole", "windows"])
+def test_real_pose_clips_with_missing_frames_fit_score_and_explain(real_clips, name, mode):
     X, y = real_clips
     assert any(np.isnan(x).all(1).any() for x in X)  # frames where MediaPipe found no person
-    model = make_model(name, X[0].shape[1], 0, dataclasses.replace(TINY, max_frames=64))
+    model = make_model(name, X[0].shape[1], 0, dataclasses.replace(TINY, max_frames=64, input=mode))
     model.fit(X, y)
     p = model.predict_proba(X)
     assert ((p >= 0.5) == y).mean() >= 0.9
@@ -285,3 +319,125 @@ def test_fitting_and_scoring_leave_the_callers_torch_threads_as_they_were(data):
     model.fit(X, y)
     model.predict_proba(X)
     assert torch.get_num_threads() == before
+
+
+# ---- windowed input ----
+
+
+def test_vote_weighs_each_window_by_its_confidence():
+    # Clip 0: weights |2p - 1| = 0.8, 0.2, 0.6 -> (0.8 * 0.9 + 0.2 * 0.6 + 0.6 * 0.2) / 1.6 = 0.6.
+    # Clip 1: one window. Clip 2: every window at 0.5 -> the plain mean.
+    p, spread = vote(np.array([0.9, 0.6, 0.2, 0.7, 0.5, 0.5]), np.array([0, 0, 0, 1, 2, 2]), 3)
+    assert p == pytest.approx([0.6, 0.7, 0.5])
+    assert spread == pytest.approx([np.std([0.9, 0.6, 0.2]), 0.0, 0.0])
+    # Windows split evenly between confident "correct" and unsure "incorrect" lean to the confident side.
+    assert vote(np.array([0.05, 0.05, 0.6, 0.6]), np.zeros(4, dtype=int), 1)[0][0] < 0.25
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_windowed_clip_is_the_confidence_weighted_vote_of_its_windows(windowed, data, name):
+    X, _ = data
+    model, whole = windowed[name], as_whole(windowed[name])
+    for x in (X[5], X[6][:1], X[7][:5], X[8][:20]):
+        parts, starts = windows(x, 8, 0.7)
+        p_windows = whole.predict_proba(list(parts))
+        weight = np.abs(2 * p_windows - 1)
+        expected = (weight * p_windows).sum() / weight.sum()
+        assert model.predict_proba([x])[0] == pytest.approx(expected, abs=1e-6)
+        assert model.predict_details([x])["window_spread"][0] == pytest.approx(p_windows.std(), abs=1e-6)
+        np.testing.assert_allclose(model.embed([x])[0], whole.embed(list(parts)).mean(0), atol=1e-5)
+    # A clip shorter than a window, down to one frame, is one window padded with its last frame.
+    short = X[9][:3]
+    padded = np.concatenate([short, np.repeat(short[-1:], 5, axis=0)])
+    assert model.predict_proba([short])[0] == pytest.approx(whole.predict_proba([padded])[0], abs=1e-6)
+    assert model.predict_details([short[:1]])["window_spread"][0] == 0.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_window_spread_is_nan_for_whole_clips_and_large_when_the_windows_disagree(fitted, windowed, data, name):
+    X, y = data
+    assert np.isnan(fitted[name].predict_details(X[:4])["window_spread"]).all()
+    # A clip made of a correct clip followed by an incorrect one: its early windows say "correct", its late
+    # windows "incorrect".
+    correct = max((x for x, label in zip(X, y) if label == 0), key=len)
+    incorrect = max((x for x, label in zip(X, y) if label == 1), key=len)
+    details = windowed[name].predict_details([np.concatenate([correct, incorrect]), correct])
+    assert details["window_spread"][0] > 0.2
+    assert details["window_spread"][0] > details["window_spread"][1]
+    assert np.isfinite(details["window_spread"]).all()
+
+
+def test_windowed_explanation_puts_each_window_back_on_its_frames(windowed, data):
+    X, _ = data
+    model = windowed["baseline"]
+    # The baseline's saliency is constant within a window and differs between windows: the stitched clip
+    # gets, per frame, the vote-weighted mean of the windows covering it.
+    clip = np.concatenate([X[10], X[11]])
+    parts, starts = windows(clip, 8, 0.7)
+    whole = as_whole(model)
+    weight = np.abs(2 * whole.predict_proba(list(parts)) - 1)
+    per_window = np.stack([whole.explain(w)["saliency"][0] for w in parts])
+    covering = [(starts <= f) & (f < starts + 8) for f in range(len(clip))]
+    expected = np.stack([(weight[c, None] * per_window[c]).sum(0) / weight[c].sum() for c in covering])
+    why = model.explain(clip)
+    np.testing.assert_allclose(why["saliency"], expected, rtol=1e-6)
+    assert why["attention"] == pytest.approx(np.full(len(clip), 1 / len(clip)))
+
+
+def test_windowed_training_stops_early_on_the_clip_level_vote(data):
+    from sklearn.metrics import f1_score
+
+    X, y = data
+    # Validation = the training clips with flipped labels: the better the fit, the worse the validation, so
+    # early stopping keeps an early epoch; the F1 it recorded for that epoch is the F1 of the clips' votes
+    # (windows scored one by one would give another number).
+    config = dataclasses.replace(WINDOWS, epochs=40, patience=3)
+    model = make_model("bilstm", N_FEATURES, 0, config)
+    history = model.fit(X, y, X_val=X, y_val=1 - y)
+    assert history["epochs"] == history["best_epoch"] + 3 < 40
+    votes = model.predict_proba(X) >= 0.5
+    assert history["val_f1"][history["best_epoch"] - 1] == pytest.approx(f1_score(1 - y, votes, average="macro"))
+
+
+def test_auto_input_is_the_models_measured_default_fixed_when_built(windowed):
+    for name in NAMES:
+        model = make_model(name, N_FEATURES, 0, TrainConfig())
+        assert model.config.input == INPUT_BY_MODEL[name] and INPUT_BY_MODEL[name] in ("whole", "windows")
+    # A saved state from before windowed input (no "input" field) was a whole-clip model.
+    state = windowed["baseline"].state()
+    assert Model.load(state).config.input == "windows"
+    old = {**state, "config": {k: v for k, v in state["config"].items() if k != "input"}}
+    assert Model.load(old).config.input == "whole"
+    with pytest.raises(ValueError, match="input"):
+        make_model("bilstm", N_FEATURES, 0, TrainConfig(input="frames"))
+
+
+# ---- MC dropout ----
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+@pytest.mark.parametrize("mode", ["whole", "windows"])
+def test_mc_dropout_samples_repeat_for_a_seed_and_differ_between_samples(fitted, windowed, data, name, mode):
+    X, _ = data
+    model = (fitted if mode == "whole" else windowed)[name]
+    p = model.predict_proba(X)
+    rng_before = torch.random.get_rng_state()
+    first = model.predict_samples(X, n=6, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
+    assert first.shape == (6, len(X)) and ((first >= 0) & (first <= 1)).all()
+    np.testing.assert_array_equal(model.predict_samples(X, n=6, seed=3), first)
+    assert not np.array_equal(model.predict_samples(X, n=6, seed=4), first)
+    assert (first.std(0) > 1e-4).mean() > 0.5  # dropout moves most clips' p
+    np.testing.assert_array_equal(model.predict_proba(X), p)  # scoring is back in eval mode
+
+
+def test_models_without_dropout_refuse_mc_samples(fitted, data):
+    X, y = data
+    assert not fitted["baseline"].has_dropout and fitted["bilstm"].has_dropout
+    with pytest.raises(NoDropout, match="no dropout"):
+        fitted["baseline"].predict_samples(X)
+    no_dropout = make_model("transformer", N_FEATURES, 0, dataclasses.replace(TINY, dropout=0.0, epochs=1))
+    no_dropout.fit(X, y)
+    assert not no_dropout.has_dropout
+    with pytest.raises(NoDropout):
+        no_dropout.predict_samples(X)

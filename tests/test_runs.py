@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -16,19 +18,19 @@ from curation.project import Project, UnsafePath
 from curation.sample import sample_project
 from model import runs
 from model.features import FEATURES_VERSION, load_clipset, feature_names
-from model.registry import TrainConfig
-from model.train import RunConfig, train_run
+from model.registry import NoDropout, TrainConfig
+from model.train import MC_SAMPLES, RunConfig, mutual_information, train_run
 
 TINY = TrainConfig(epochs=2, hidden=8, heads=2, batch_size=16)
 
 
 @pytest.fixture(scope="module")
 def project_runs(tmp_path_factory) -> tuple[Project, dict, dict]:
-    """The sample project with a baseline run and, newer, a tiny BiLSTM run (both 3-fold)."""
+    """The sample project with a whole-clip baseline run and, newer, a tiny windowed BiLSTM run (both 3-fold)."""
     project = Project.open(tmp_path_factory.mktemp("runs") / "project")
     sample_project(project)
-    baseline = train_run(project, RunConfig(model="baseline", folds=3))
-    bilstm = train_run(project, RunConfig(model="bilstm", folds=3, train=TINY))
+    baseline = train_run(project, RunConfig(model="baseline", folds=3, train=TrainConfig(input="whole")))
+    bilstm = train_run(project, RunConfig(model="bilstm", folds=3, train=dataclasses.replace(TINY, input="windows")))
     return project, baseline, bilstm
 
 
@@ -167,4 +169,86 @@ def test_files_are_written_inside_the_run_folder_only(project_runs):
     for run in runs.list_runs(project):
         files = {p.name for p in (project.runs / run["run_id"]).iterdir()}
         assert files == {runs.WEIGHTS, runs.SCALER, runs.META, runs.METRICS, runs.OOF, runs.PREDICTIONS,
-                         runs.PROGRESS, runs.DONE}
+                         runs.EMBEDDINGS, runs.PROGRESS, runs.DONE}
+
+
+# ---- per-clip scores and embeddings ----
+
+
+def all_features(project: Project):
+    clips = load_clipset(project, labelled_only=False)
+    return clips, [clips.features(i) for i in range(len(clips))]
+
+
+@pytest.mark.parametrize("which", [1, 2])
+def test_a_run_saves_every_score_and_an_embedding_per_active_clip(project_runs, which):
+    project, metrics = project_runs[0], project_runs[which]
+    scores = runs.read_scores(project, metrics["run_id"])
+    assert list(scores.columns) == ["clip_id", *runs.SCORE_COLUMNS]
+    assert set(scores.clip_id) == set(store.clip_ids(project)) and scores.clip_id.is_unique
+    assert scores.p_incorrect.between(0, 1).all() and (scores.uncertainty >= 0).all()
+    assert scores.committee_mi.between(0, math.log(2)).all() and scores.committee_mi.max() > 0
+    # The saved scores are those of the saved final model, recomputed here from its weights.
+    clips, features = all_features(project)
+    fitted = runs.load_fitted(project, metrics["run_id"])
+    order = scores.set_index("clip_id").loc[clips.clip_ids]
+    details = fitted.predict_details(features, clips.exercises)
+    np.testing.assert_allclose(order.p_incorrect, details["p"], atol=1e-6)
+    np.testing.assert_allclose(order.window_spread, details["window_spread"], atol=1e-6)
+    assert np.isnan(order.window_spread).all() == (fitted.model.config.input == "whole")
+    if fitted.model.has_dropout:
+        expected = mutual_information(fitted.predict_samples(features, clips.exercises, MC_SAMPLES, metrics["seed"]))
+        np.testing.assert_allclose(order.mc_mi, expected, atol=1e-6)
+        assert order.mc_mi.max() > 0
+    else:
+        assert order.mc_mi.isna().all()
+    ids, vectors = runs.read_embeddings(project, metrics["run_id"])
+    assert ids == list(scores.clip_id) and vectors.dtype == np.float32 and len(vectors) == len(scores)
+    position = {c: i for i, c in enumerate(ids)}
+    np.testing.assert_allclose(vectors[[position[c] for c in clips.clip_ids]],
+                               fitted.embed(features, clips.exercises), rtol=1e-5, atol=1e-5)
+
+
+def test_an_older_run_without_the_new_scores_reads_as_nan(project_runs):
+    project, baseline, _ = project_runs
+    folder = runs.new_run_dir(project)
+    try:
+        for path in (project.runs / baseline["run_id"]).iterdir():
+            if path.name not in (runs.EMBEDDINGS, runs.PREDICTIONS):
+                shutil.copy(path, folder / path.name)
+        old = saved_predictions(project, baseline["run_id"])
+        with (folder / runs.PREDICTIONS).open("w", newline="") as fh:  # the columns runs had before
+            fh.write("clip_id,p_incorrect,uncertainty\n")
+            fh.writelines(f"{c},{p},0.25\n" for c, p in old.items())
+        scores = runs.read_scores(project, folder.name)
+        assert list(scores.columns) == ["clip_id", *runs.SCORE_COLUMNS] and len(scores) == len(old)
+        assert scores[["committee_mi", "mc_mi", "window_spread"]].isna().all().all()
+        assert (scores.uncertainty == 0.25).all()
+        assert dict(zip(scores.clip_id, scores.p_incorrect)) == pytest.approx(old)
+        assert runs.read_embeddings(project, folder.name) is None
+        assert runs.read_predictions(project, folder.name)[scores.clip_id[0]][1] == 0.25
+    finally:
+        (folder / runs.DONE).unlink(missing_ok=True)
+        runs.discard_run(folder)
+
+
+def test_latest_run_id_is_the_newest_finished_run(project_runs, data_dir):
+    project, _, bilstm = project_runs
+    assert runs.latest_run_id(project) == bilstm["run_id"]
+    assert runs.latest_run_id(Project.open(data_dir)) is None
+
+
+def test_fitted_scores_are_nan_for_clips_of_an_exercise_it_never_saw(project_runs):
+    project, baseline, bilstm = project_runs
+    clips, features = all_features(project)
+    exercises = list(clips.exercises)
+    exercises[0] = "deadlift"
+    network = runs.load_fitted(project, bilstm["run_id"])
+    details = network.predict_details(features, exercises)
+    assert np.isnan(details["p"][0]) and np.isfinite(details["p"][1:]).all()
+    samples = network.predict_samples(features, exercises, n=3, seed=0)
+    assert samples.shape == (3, len(clips)) and np.isnan(samples[:, 0]).all() and np.isfinite(samples[:, 1:]).all()
+    vectors = network.embed(features, exercises)
+    assert np.isnan(vectors[0]).all() and np.isfinite(vectors[1:]).all()
+    with pytest.raises(NoDropout):
+        runs.load_fitted(project, baseline["run_id"]).predict_samples(features, exercises)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import f1_score
 
 from curation import jobs, store
 from curation.dataset import import_folder
@@ -19,7 +21,16 @@ from curation.project import Project
 from curation.sample import make_sample, sample_project
 from model import runs
 from model.registry import TrainConfig
-from model.train import MIN_LABELLED, RunConfig, TrainingRefused, train_job, train_run
+from model.train import (
+    MIN_LABELLED,
+    SELECT_BASELINE_C,
+    RunConfig,
+    TrainingRefused,
+    candidates,
+    mutual_information,
+    train_job,
+    train_run,
+)
 from tests.conftest import ROOT
 from tests.test_dataset import pose_trainer_folder  # noqa: F401  (fixture)
 
@@ -27,7 +38,7 @@ from tests.test_dataset import pose_trainer_folder  # noqa: F401  (fixture)
 TINY = TrainConfig(epochs=3, hidden=8, heads=2, batch_size=16)
 CONTRACT = ("model", "split", "n_clips", "n_groups", "accuracy", "balanced_accuracy", "macro_f1", "f1", "precision",
             "recall", "kappa", "ece", "confusion", "per_exercise", "train_seconds", "predict_ms_per_clip", "run_id")
-TIMINGS = ("train_seconds", "predict_ms_per_clip", "run_id")
+TIMINGS = ("train_seconds", "predict_ms_per_clip", "scoring_seconds", "run_id")
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -139,6 +150,61 @@ def test_holdout_tests_about_a_fifth_of_the_clips_in_groups_of_their_own(data_di
     clips = {c["id"]: c["group_name"] for c in store.list_clips(project)}
     trained_groups = {clips[c] for c in labelled_ids(project) - tested}
     assert trained_groups.isdisjoint({clips[c] for c in tested})
+
+
+def test_holdout_run_chooses_its_settings_by_folds_of_the_training_part_only(data_dir):
+    project = Project.open(data_dir)
+    sample_project(project)
+    metrics = train_run(project, RunConfig(model="baseline", holdout=0.2, folds=3))
+    folder = project.runs / metrics["run_id"]
+    holdout = {r["clip_id"] for r in read_csv(folder / runs.OOF)}
+    inner = read_csv(folder / runs.SELECTION)
+    selection = metrics["selection"]
+    # Every candidate was scored out-of-fold on the same training-part clips, never on a holdout clip.
+    options = {(c["input"], c["baseline_c"]) for c in selection["candidates"]}
+    assert options == {(i, c) for i in ("whole", "windows") for c in SELECT_BASELINE_C}
+    by_candidate: dict[str, set[str]] = {}
+    for row in inner:
+        by_candidate.setdefault(row["candidate"], set()).add(row["clip_id"])
+    assert len(by_candidate) == 6 and all(ids == by_candidate[inner[0]["candidate"]] for ids in by_candidate.values())
+    seen = by_candidate[inner[0]["candidate"]]
+    assert seen.isdisjoint(holdout) and seen | holdout == labelled_ids(project)
+    assert selection["folds"] == 3 and {int(r["fold"]) for r in inner} == {1, 2, 3}
+    group = {c["id"]: c["group_name"] for c in store.list_clips(project)}
+    assert {group[c] for c in seen}.isdisjoint({group[c] for c in holdout})
+    # The chosen settings are the best inner macro-F1 (recomputed from selection.csv), and they are the
+    # settings the saved final model was built with.
+    f1 = {}
+    for name, ids in by_candidate.items():
+        rows = [r for r in inner if r["candidate"] == name]
+        y = np.array([int(r["y"]) for r in rows])
+        pred = np.array([float(r["p_incorrect"]) >= 0.5 for r in rows])
+        f1[name] = f1_score(y, pred, average="macro")
+    assert max(f1.values()) == pytest.approx(selection["macro_f1"])
+    assert sorted(c["macro_f1"] for c in selection["candidates"]) == pytest.approx(sorted(f1.values()))
+    chosen = selection["chosen"]
+    final = runs.load_fitted(project, metrics["run_id"]).model.config
+    assert (final.input, final.baseline_c) == (chosen["input"], chosen["baseline_c"])
+    assert f"input={chosen['input']}" in metrics["split"] and "chosen by grouped 3-fold" in metrics["split"]
+
+
+def test_candidates_start_with_the_runs_own_settings():
+    own = RunConfig(model="baseline", train=TrainConfig(input="windows", baseline_c=10.0))
+    assert candidates(own)[0] == {"input": "windows", "baseline_c": 10.0} and len(candidates(own)) == 6
+    assert candidates(RunConfig(model="bilstm", train=TrainConfig(input="whole"))) == [{"input": "whole"},
+                                                                                      {"input": "windows"}]
+
+
+def test_mutual_information_is_zero_when_samples_agree_and_ln2_when_they_flatly_disagree():
+    samples = np.array([[0.9, 0.5, 1.0, 0.2, np.nan],
+                        [0.9, 0.5, 0.0, 0.6, 0.3]])
+    mi = mutual_information(samples)
+
+    def h(p):
+        return -p * math.log(p) - (1 - p) * math.log(1 - p)
+
+    assert mi[:4] == pytest.approx([0.0, 0.0, math.log(2), h(0.4) - (h(0.2) + h(0.6)) / 2])
+    assert np.isnan(mi[4])
 
 
 def test_too_few_labels_is_refused_with_what_to_do_and_nothing_written(data_dir, tmp_path):

@@ -3,8 +3,11 @@
 (a) Speed: each model fitted on 1,000 labelled synthetic clips (curation.sample, 3 exercises; no augmented
     copies) exactly as a run's final model is (model.train.fit_clips: scaler, validation part from the
     training groups, early stopping), then scoring every clip; plus one whole default run (5 folds + final
-    model + predictions + saving). Timings depend on what else runs: torch's threads slow down many times
-    over when other processes compete for the cores, so the load average is printed with them.
+    model + predictions + saving). The per-clip scores a run saves besides p (model.train.score_clips:
+    committee BALD, MC-dropout samples for mc_mi, embeddings; window spread comes with p) are timed on
+    10,000 clips (the sample's features repeated) and within the whole run. Timings depend on what else
+    runs: torch's threads slow down many times over when other processes compete for the cores, so the
+    load average is printed with them.
 (b) Quality: macro-F1 of stratified grouped 5-fold out-of-fold predictions (model.train.train_run, the app's
     own path) of each model, over seeds, on real keypoints:
     - pose_trainer (OpenPose-18, 112 clips, 4 exercises, about 2 people, no person ids). Groups = recording
@@ -18,6 +21,9 @@
       incorrect clip without video on its own): the incorrect clips come from 2 groups, so K drops to 2.
     Networks with and without augmented copies (model.features.augment); shared model (exercise as an input)
     against one model per exercise, on pose_trainer; the same models under the leaky per-clip grouping.
+(c) Input: whole clips against windows (TrainConfig.input; 20 frames, 70 % overlap, confidence-weighted vote)
+    for each model with its default augmentation, same grouped 5-fold out-of-fold macro-F1 on both datasets:
+    the figures behind model.registry.INPUT_BY_MODEL.
 
 Run as `python tests/benchmarks/bench_train.py [--quick]`; `main(argv)` returns the figures as a dict.
 """
@@ -41,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from tests.test_dataset import write_folder  # noqa: E402  (one writer of dataset folders for tests and benches)
 SHARED = Path(os.environ.get("FORMCHECK_SHARED_DATA", ROOT.parent / "shared" / "data"))
 BAR_SECONDS = 60.0  # design.md 7: the default model on 1,000 clips
+SCORED = 10_000  # design.md 7: clips scored for suggestions
 SETUP_TOLERANCE = 0.15  # torso lengths: two framings closer than this are one recording setup
 AUGMENTED = 2  # augmented copies per training clip in the "+ augmented" variants
 
@@ -128,7 +135,7 @@ def speed(tmp: Path, clips_per_class: int, models: list[str], whole_run: bool) -
 
     from curation.sample import make_sample
     from model.features import UNLABELLED, load_clipset
-    from model.train import DEFAULT_MODEL, RunConfig, fit_clips, train_run
+    from model.train import DEFAULT_MODEL, RunConfig, fit_clips, score_clips, train_run
 
     project = project_from(make_sample(tmp / "speed-folder", clips_per_class=clips_per_class), tmp / "speed")
     every = load_clipset(project, labelled_only=False)
@@ -139,6 +146,9 @@ def speed(tmp: Path, clips_per_class: int, models: list[str], whole_run: bool) -
     clips = every.subset(labelled)
     features = [all_features[i] for i in labelled]
     exercises = sorted(set(clips.exercises))
+    # Scoring cost depends on the clips' lengths, not their content: the sample's clips repeated.
+    many = [all_features[i % len(every)] for i in range(SCORED)]
+    many_exercises = [every.exercises[i % len(every)] for i in range(SCORED)]
     rows = []
     for name in models:
         start = time.perf_counter()
@@ -148,15 +158,24 @@ def speed(tmp: Path, clips_per_class: int, models: list[str], whole_run: bool) -
         start = time.perf_counter()
         fitted.predict(all_features, every.exercises)
         predict_ms = (time.perf_counter() - start) * 1000 / len(every)
-        rows.append({"model": name, "clips": len(clips), "fit_s": fit_s, "epochs": summary["epochs"],
-                     "best_epoch": summary["best_epoch"], "s_per_epoch": fit_s / summary["epochs"],
-                     "predict_ms_per_clip": predict_ms, "score_10k_s": predict_ms * 10})
+        start = time.perf_counter()
+        p = fitted.predict(many, many_exercises)
+        p_s = time.perf_counter() - start
+        scored = score_clips(fitted, [p, p], many, many_exercises).seconds
+        extra = scored["predict_embed"] - p_s + scored["committee"] + scored["mc_samples"]
+        rows.append({"model": name, "input": fitted.model.config.input, "clips": len(clips), "fit_s": fit_s,
+                     "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
+                     "s_per_epoch": fit_s / summary["epochs"], "predict_ms_per_clip": predict_ms,
+                     "score_10k_s": predict_ms * 10, "predict_10k_s": p_s,
+                     "predict_embed_10k_s": scored["predict_embed"], "mc_10k_s": scored["mc_samples"],
+                     "extra_10k_s": extra, "extra_ratio": extra / p_s})
     out = {"clips": len(clips), "all_clips": len(every), "feature_ms_per_clip": feature_ms, "models": rows,
            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]}
     if whole_run:
         metrics = train_run(project, RunConfig())
-        out["whole_run"] = {"model": DEFAULT_MODEL, "split": metrics["split"],
-                            "train_seconds": metrics["train_seconds"], "macro_f1": metrics["macro_f1"]}
+        out["whole_run"] = {"model": DEFAULT_MODEL, "input": metrics["input"], "split": metrics["split"],
+                            "train_seconds": metrics["train_seconds"], "macro_f1": metrics["macro_f1"],
+                            "scoring_seconds": metrics["scoring_seconds"], "all_clips": len(every)}
     return out
 
 
@@ -240,6 +259,30 @@ def quality(tmp: Path, models: list[str], seeds: list[int], augment: bool, per_e
     return out
 
 
+# ---------------------------------------------------------------------------------------------- (c) input
+
+
+def inputs(tmp: Path, models: list[str], seeds: list[int]) -> dict:
+    """Whole-clip against windowed input for each model (its default augmentation), on both real datasets."""
+    from model.registry import TrainConfig
+
+    out: dict[str, list[dict]] = {}
+    datasets = {"pose_trainer": lambda: project_from(pose_trainer_folder(tmp / "in-pt-folder"), tmp / "in-pt",
+                                                     "openpose18"),
+                "kaiakol_squat": lambda: project_from(kaiakol_folder(tmp / "in-kk-folder"), tmp / "in-kk")}
+    for dataset, make in datasets.items():
+        project = make()
+        out[dataset] = []
+        for name in models:
+            for mode in ("whole", "windows"):
+                row = _variant(project, f"{name}, {mode}", seeds, model=name, train=TrainConfig(input=mode))
+                row.update({"model": name, "input": mode})
+                out[dataset].append(row)
+                print(f"  {dataset} {name} {mode}: macro-F1 {row['macro_f1']:.3f} (sd {row['macro_f1_sd']:.3f}), "
+                      f"{row['train_seconds']:.1f} s per run", flush=True)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 
@@ -268,6 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own, one per core)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-inputs", action="store_true", help="skip (c), whole clips against windows")
     args = parser.parse_args(argv)
     from model.train import DEFAULT_MODEL
 
@@ -286,10 +330,17 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"\n(a) speed: fit on {fast['clips']} labelled clips, score {fast['all_clips']} "
                   f"(torch threads {fast['torch_threads']}, load average {fast['load_average']:.1f}; "
                   f"features {fast['feature_ms_per_clip']:.2f} ms per clip, not included)")
-            print(_table(fast["models"], [("model", "model", "s"), ("fit s", "fit_s", ".1f"), ("epochs", "epochs", "d"),
-                                          ("best", "best_epoch", "d"), ("s/epoch", "s_per_epoch", ".2f"),
+            print(_table(fast["models"], [("model", "model", "s"), ("input", "input", "s"), ("fit s", "fit_s", ".1f"),
+                                          ("epochs", "epochs", "d"), ("best", "best_epoch", "d"),
+                                          ("s/epoch", "s_per_epoch", ".2f"),
                                           ("predict ms/clip", "predict_ms_per_clip", ".3f"),
                                           ("10k clips s", "score_10k_s", ".2f")]))
+            print(f"\nscores a run saves besides p, on {SCORED} clips (s): p alone; p + window spread + embeddings "
+                  f"(one pass); MC-dropout samples (networks only); the extra over p alone")
+            print(_table(fast["models"], [("model", "model", "s"), ("input", "input", "s"),
+                                          ("p", "predict_10k_s", ".2f"), ("p + embed", "predict_embed_10k_s", ".2f"),
+                                          ("MC samples", "mc_10k_s", ".2f"), ("extra", "extra_10k_s", ".2f"),
+                                          ("extra / p", "extra_ratio", ".2f")]))
             default = next((r for r in fast["models"] if r["model"] == DEFAULT_MODEL), None)
             if default is not None:
                 print(f"bar: default model ({DEFAULT_MODEL}) fit {default['fit_s']:.1f} s / {BAR_SECONDS:.0f} s = "
@@ -297,6 +348,10 @@ def main(argv: list[str] | None = None) -> dict:
             whole = fast["whole_run"]
             print(f"whole default run ({whole['split']}, + final model, predictions, saving): "
                   f"{whole['train_seconds']:.1f} s")
+            parts = whole["scoring_seconds"]
+            print(f"  of which scoring its {whole['all_clips']} clips: p + window spread + embeddings "
+                  f"{parts['predict_embed']:.2f} s, committee BALD {parts['committee']:.3f} s, MC samples "
+                  f"{parts['mc_samples']:.2f} s")
         if not args.skip_quality:
             if not (SHARED / "keypoints").is_dir():
                 print(f"\n(b) quality skipped: no real data at {SHARED}")
@@ -314,6 +369,16 @@ def main(argv: list[str] | None = None) -> dict:
                                         ("bal.acc", "balanced_accuracy", ".3f"),
                                         *[(e[:13], f"f1:{e}", ".3f") for e in exercises],
                                         ("run s", "train_seconds", ".1f")]))
+        if not args.skip_inputs and (SHARED / "keypoints").is_dir():
+            print(f"\n(c) input: grouped out-of-fold macro-F1, whole clips against windows, mean (sd) over seeds "
+                  f"{seeds}", flush=True)
+            compared = inputs(Path(tmp), models, seeds)
+            result["inputs"] = compared
+            for name, rows in compared.items():
+                print(f"\n{name}: {rows[0]['n_clips']} clips; {rows[0]['split']}")
+                print(_table(rows, [("variant", "variant", "s"), ("macro-F1", "macro_f1", ".3f"),
+                                    ("sd", "macro_f1_sd", ".3f"), ("bal.acc", "balanced_accuracy", ".3f"),
+                                    ("run s", "train_seconds", ".1f")]))
     return result
 
 
