@@ -39,7 +39,7 @@ EMBEDDINGS = "embeddings.npy"  # float32 (N, D): the final model's embed() of ea
 SELECTION = "selection.csv"  # holdout runs: the inner out-of-fold predictions of each candidate setting
 # predictions.csv after clip_id, one row per active clip (labelled or not), empty where unknown:
 # p_incorrect: the final model's; uncertainty: sd of the committee's p (the fold models, or the holdout and
-# final models); committee_mi: BALD mutual information over the committee, H(mean p) - mean H(p) (nats);
+# final models); committee_mi: BALD mutual information over the committee, H(mean p) - mean H(p) in bits (model.active.bald);
 # mc_mi: the same over MC-dropout samples of the final model (empty for models without dropout);
 # window_spread: sd of the final model's window p's (empty for whole-clip input).
 SCORE_COLUMNS = ("p_incorrect", "uncertainty", "committee_mi", "mc_mi", "window_spread")

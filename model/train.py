@@ -10,12 +10,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from scipy.special import entr
 
 from curation import store
 from curation.jobs import Cancelled, JobFailed
 from curation.project import Project
 from model import runs
+from model.active import bald
 from model.features import UNLABELLED, ClipSet, Scaler, augment, clip_features, load_clipset
 from model.metrics import evaluate
 from model.registry import TrainConfig, UnknownModel, macro_f1, make_model, resolve_input
@@ -248,22 +248,6 @@ def _n_exercise_inputs(exercises: list[str]) -> int:
 # ---------------------------------------------------------------------------------------------- scores
 
 
-def binary_entropy(p: np.ndarray) -> np.ndarray:
-    """H(p) = -p ln p - (1 - p) ln(1 - p) in nats (0 at p = 0 or 1; NaN stays NaN)."""
-    p = np.asarray(p, dtype=np.float64)
-    return entr(p) + entr(1.0 - p)
-
-
-def mutual_information(samples: np.ndarray) -> np.ndarray:
-    """BALD per clip from (S, N) samples of p(incorrect): H(mean p) - mean H(p), in nats, in [0, ln 2].
-
-    0 when the samples agree (however unsure each is); high when they are confident but disagree. NaN for a
-    clip with a NaN sample (unknown exercise)."""
-    samples = np.asarray(samples, dtype=np.float64)
-    mi = binary_entropy(samples.mean(0)) - binary_entropy(samples).mean(0)
-    return np.where(np.isnan(mi), np.nan, np.maximum(mi, 0.0))  # float error can dip a hair below 0
-
-
 @dataclass
 class Scores:
     """What a run saves per clip (runs.SCORE_COLUMNS, (N,) each) and the final model's embeddings."""
@@ -299,12 +283,12 @@ def score_clips(final: runs.Fitted, committee: list[np.ndarray], features: list[
     seconds["predict_embed"] = time.perf_counter() - timer
     timer = time.perf_counter()
     members = np.stack(committee if len(committee) >= 2 else [*committee, details["p"]])
-    uncertainty, committee_mi = np.std(members, axis=0), mutual_information(members)
+    uncertainty, committee_mi = np.std(members, axis=0), bald(members)
     seconds["committee"] = time.perf_counter() - timer
     timer = time.perf_counter()
     mc_mi = np.full(len(features), np.nan)
     if final.model.has_dropout:
-        mc_mi = mutual_information(final.predict_samples(features, exercises, mc_samples, seed))
+        mc_mi = bald(final.predict_samples(features, exercises, mc_samples, seed))
     seconds["mc_samples"] = time.perf_counter() - timer
     return Scores(details["p"], uncertainty, committee_mi, mc_mi, details["window_spread"],
                   details["embedding"].astype(np.float32), seconds)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import subprocess
 import sys
@@ -27,7 +26,6 @@ from model.train import (
     RunConfig,
     TrainingRefused,
     candidates,
-    mutual_information,
     train_job,
     train_run,
 )
@@ -193,18 +191,6 @@ def test_candidates_start_with_the_runs_own_settings():
     assert candidates(own)[0] == {"input": "windows", "baseline_c": 10.0} and len(candidates(own)) == 6
     assert candidates(RunConfig(model="bilstm", train=TrainConfig(input="whole"))) == [{"input": "whole"},
                                                                                       {"input": "windows"}]
-
-
-def test_mutual_information_is_zero_when_samples_agree_and_ln2_when_they_flatly_disagree():
-    samples = np.array([[0.9, 0.5, 1.0, 0.2, np.nan],
-                        [0.9, 0.5, 0.0, 0.6, 0.3]])
-    mi = mutual_information(samples)
-
-    def h(p):
-        return -p * math.log(p) - (1 - p) * math.log(1 - p)
-
-    assert mi[:4] == pytest.approx([0.0, 0.0, math.log(2), h(0.4) - (h(0.2) + h(0.6)) / 2])
-    assert np.isnan(mi[4])
 
 
 def test_too_few_labels_is_refused_with_what_to_do_and_nothing_written(data_dir, tmp_path):
