@@ -39,10 +39,12 @@ else:
         ),
         hide_index=True,
     )
-    a, b, c = st.columns(3)
+    a, b, c, d, e = st.columns(5)
     a.page_link("pages/2_Label.py", label="Label clips", icon="🏷️")
     b.page_link("pages/3_Dataset.py", label="Browse the dataset", icon="🗂️")
     c.page_link("pages/1_Ingest.py", label="Add more videos", icon="➕")
+    d.page_link("pages/4_Train.py", label="Train a model", icon="🧠")
+    e.page_link("pages/5_Suggest.py", label="What to label next", icon="🎯")
 
 if st.session_state.get("home_toast"):
     st.toast(st.session_state.pop("home_toast"), icon="✅")

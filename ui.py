@@ -33,6 +33,10 @@ def job_card(project: Project, job: dict, key_prefix: str) -> None:
                 store.request_cancel(project, job["id"])
                 st.rerun()
             st.progress(float(job["progress"]), text=job["message"] or job["status"])
+        elif job["status"] == "done" and job["result"] and "macro_f1" in job["result"]:
+            r = job["result"]
+            f1 = "n/a" if r["macro_f1"] is None else f"{r['macro_f1']:.3f}"
+            st.text(f"run {r['run_id']}: {r['model']}, macro-F1 {f1} on {r['n_clips']} clips ({r['split']})")
         elif job["status"] == "done" and job["result"]:
             r = job["result"]
             again = " (already in the project)" if r.get("existing") else ""
@@ -42,6 +46,40 @@ def job_card(project: Project, job: dict, key_prefix: str) -> None:
             )
         elif job["status"] == "failed":
             st.error(job["error"] or "failed")
+
+
+def training_jobs(project: Project) -> list[dict]:
+    """The recent training jobs, newest first."""
+    return [j for j in store.list_jobs(project, limit=20) if j["kind"] == "train"]
+
+
+def retrain(project: Project, key_prefix: str) -> None:
+    """A "Retrain" button that repeats the latest run's settings (or the defaults) as a background job, and
+    the running training's card, refreshed every 2 s, so a coach can retrain without leaving the page."""
+    from curation import jobs
+    from model import runs
+
+    running = [j for j in training_jobs(project) if j["status"] in ("queued", "running")]
+
+    @st.fragment(run_every=2 if running else None)
+    def card() -> None:
+        now = [j for j in training_jobs(project) if j["status"] in ("queued", "running")]
+        if now:
+            job_card(project, now[0], key_prefix)
+            return
+        if running:  # it finished since the page was drawn: let the page read the new run
+            st.rerun(scope="app")
+        latest = runs.list_runs(project)
+        config = latest[0]["config"] if latest else {}
+        params = {k: config[k] for k in ("model", "folds", "holdout", "seed") if k in config}
+        if "input" in config.get("train", {}):
+            params["input"] = config["train"]["input"]
+        if st.button("Retrain with the new labels", key=f"{key_prefix}_retrain",
+                     help="Same settings as the latest run; it trains in the background."):
+            jobs.submit(project, "train", params)
+            st.rerun(scope="app")
+
+    card()
 
 
 # ---------------------------------------------------------------- who is labelling

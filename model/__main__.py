@@ -1,4 +1,5 @@
-"""Command line: `python -m model train` (design.md 4.2), a thin layer over model.train."""
+"""Command line: `python -m model train|suggest|simulate` (design.md 4.2), thin layers over model.train,
+model.suggest and model.simulate."""
 
 from __future__ import annotations
 
@@ -25,9 +26,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on one grouped holdout of this share (e.g. 0.2) instead of K-fold")
     p.add_argument("--seed", type=int, default=default.seed)
     p.add_argument("--epochs", type=int, help=f"at most this many epochs per fit (default {default.train.epochs})")
+    p.add_argument("--input", choices=("auto", "whole", "windows"), default="auto",
+                   help="whole clips, or 20-frame windows voting on the verdict (default: the model's measured best)")
     p.add_argument("--augment", type=int, help="augmented copies of each training clip (default: 2 for the networks, "
                    "0 for the baseline)")
+    _suggest_options(sub)
+    _simulate_options(sub)
     return parser
+
+
+def _suggest_options(sub) -> None:
+    from model.active import DEFAULT_STRATEGY, STRATEGIES
+
+    p = sub.add_parser("suggest", parents=[common_options()],
+                       help="the unlabelled clips to label next, each with its score and reason")
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY, help=f"one of {', '.join(STRATEGIES)} "
+                   f"(default {DEFAULT_STRATEGY})")
+    p.add_argument("--k", type=int, default=10, help="how many clips (default 10)")
+    p.add_argument("--exercise", help="only clips of this exercise")
+    p.add_argument("--run", help="score with this run instead of the latest")
+
+
+def _simulate_options(sub) -> None:
+    from model.active import STRATEGIES
+    from model.simulate import SimulateOptions
+
+    default = SimulateOptions()
+    p = sub.add_parser("simulate", parents=[common_options()],
+                       help="replay active learning on the labelled clips: learning curves of a strategy and random")
+    p.add_argument("--strategy", default=default.strategy, help=f"one of {', '.join(STRATEGIES)} "
+                   f"(default {default.strategy})")
+    p.add_argument("--seed-size", type=int, default=default.seed_size, help="clips labelled before the first model")
+    p.add_argument("--step", type=int, default=default.step, help="clips labelled per round")
+    p.add_argument("--seeds", type=int, default=default.seeds, help="repetitions averaged into each curve")
+    p.add_argument("--model", default=default.model, help=f"one of {', '.join(MODELS)} (default {default.model})")
+    p.add_argument("--test-share", type=float, default=default.test_share, help="share of the grouped test part")
+    p.add_argument("--rounds", type=int, help="stop after this many rounds (default: until every clip is used)")
 
 
 def _fmt(value: float | None) -> str:
@@ -53,7 +87,7 @@ def _train(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     from model.train import RunConfig, train_run
 
     params = {"model": args.model, "folds": args.folds, "holdout": args.holdout, "seed": args.seed,
-              "augment": args.augment, "epochs": args.epochs}
+              "augment": args.augment, "epochs": args.epochs, "input": args.input}
     config = RunConfig.from_params(params)
 
     def progress(fraction: float, message: str = "") -> None:
@@ -65,13 +99,56 @@ def _train(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     return metrics, 0
 
 
-COMMANDS = {"train": _train}
+def _suggest(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from model.suggest import suggest
+
+    result = suggest(project, k=args.k, strategy=args.strategy, exercise=args.exercise, run_id=args.run)
+    source = f"run {result.run_id}" if result.run_id else "no run yet (cold start)"
+    print(f"{len(result.items)} of {result.pool} unlabelled clips, {result.strategy}, scored by {source}")
+    for note in result.notes:
+        print(f"  ({note})")
+    for s in result.items:
+        p = "      " if s.p_incorrect is None else f"p={s.p_incorrect:.2f}"
+        print(f"{s.clip_id}  {p}  score {s.score:.3f}  {s.reason}")
+    return result.as_dict(), 0
+
+
+def _simulate(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from model.simulate import RANDOM, SimulateOptions, simulate
+
+    options = SimulateOptions(strategy=args.strategy, seed_size=args.seed_size, step=args.step, seeds=args.seeds,
+                              model=args.model, test_share=args.test_share, rounds=args.rounds)
+
+    def progress(fraction: float, message: str = "") -> None:
+        print(f"\r{fraction:4.0%} {message[:60]:<60}", end="", file=sys.stderr, flush=True)
+
+    result = simulate(project, options, progress=progress)
+    print(file=sys.stderr)
+    print(f"{result['n_pool']} clips to label, {result['n_test']} tested ({result['test_groups']} groups); "
+          f"macro-F1 with all of them {_fmt(result['full_f1'])}; {len(result['seeds'])} seeds")
+    for name in result["curves"]:
+        reached = result["labels_to_95"][name]
+        print(f"  {name}: 95 % of it after {reached if reached is not None else 'never'} labels, "
+              f"area under the curve {_fmt(result['auc'][name])}")
+    if result["strategy"] != RANDOM:
+        saving = result["label_saving"]
+        print(f"labels saved against random order: {'n/a' if saving is None else f'{saving:.0%}'}")
+    return result, 0
+
+
+COMMANDS = {"train": _train, "suggest": _suggest, "simulate": _simulate}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from model.active import EmptyPool, PoolExhausted
+    from model.runs import RunNotFound
+    from model.simulate import SimulationRefused
+    from model.suggest import UnknownStrategy
     from model.train import BadRunConfig, TrainingRefused
 
-    return run_command(build_parser().parse_args(argv), COMMANDS, (TrainingRefused, BadRunConfig, UnknownModel))
+    return run_command(build_parser().parse_args(argv), COMMANDS,
+                       (TrainingRefused, BadRunConfig, UnknownModel, SimulationRefused, EmptyPool, PoolExhausted,
+                        RunNotFound, UnknownStrategy))
 
 
 if __name__ == "__main__":

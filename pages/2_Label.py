@@ -9,6 +9,8 @@ import ui
 from curation import agreement, store
 from curation.dataset import set_clip_bounds
 from curation.kinematics import COMPONENTS
+from model import active, quality, runs
+from model.suggest import suggest
 
 st.set_page_config(page_title="Label · Formcheck", page_icon="🏷️", layout="wide")
 project = ui.project()
@@ -26,8 +28,14 @@ with st.sidebar:
     pick = st.selectbox("Exercise", shown, key="label_exercise")
     exercise = None if pick == "(all)" else pick
     is_lead = any(a["name"] == coach and a["role"] == "lead" for a in store.list_annotators(project))
-    modes = ["Label new clips"] + (["Settle disagreements"] if is_lead else [])
-    mode = st.radio("Queue", modes, key="label_mode")
+    modes = ["Label new clips", "Label suggested clips", "Check again"] + (["Settle disagreements"] if is_lead else [])
+    if state.get("label_open") in modes:  # another page asked for a queue (e.g. Suggest's "Label these clips")
+        state["label_mode"] = state.pop("label_open")
+    if state.get("label_mode") not in modes:  # e.g. "Settle disagreements" kept for a coach who is no lead
+        state["label_mode"] = modes[0]
+    mode = st.radio("Queue", modes, key="label_mode",
+                    help="Suggested: the clips the latest model is least sure about. Check again: labels the "
+                         "model contradicts. A second look adds a new label; nothing is overwritten.")
     show_skeleton = st.toggle("Skeleton overlay", value=True, key="label_skeleton")
 
 
@@ -37,6 +45,27 @@ def show_next(clip_id: str | None) -> None:
     state["label_request"] = uuid.uuid4().hex
     state["label_shown_at"] = time.time()
     state["label_n"] = state.get("label_n", 0) + 1
+
+
+LISTED = ("Label suggested clips", "Check again")
+SUGGESTED_BATCH = 20
+
+
+def listed_queue(mode: str) -> tuple[list[str], dict[str, str]]:
+    """The ranked clip ids of a suggested / check-again queue and the reason for each. A suggested batch is
+    kept for the session until it is used up or a newer run exists (the queue refreshes after a retrain)."""
+    if mode == "Check again":
+        doubts = quality.check_again(project, exercise=exercise)
+        return [d.clip_id for d in doubts], {d.clip_id: d.reason for d in doubts}
+    latest = runs.list_runs(project)
+    run_id = latest[0]["run_id"] if latest else None
+    kept = state.get("label_batch")
+    if not kept or kept["key"] != (run_id, exercise):
+        batch = suggest(project, k=SUGGESTED_BATCH, exercise=exercise, run_id=run_id)
+        kept = {"key": (run_id, exercise), "ids": [s.clip_id for s in batch.items],
+                "reasons": {s.clip_id: s.reason for s in batch.items}}
+        state["label_batch"] = kept
+    return kept["ids"], kept["reasons"]
 
 
 # ------------------------------------------------------------------ pick the clip on screen
@@ -52,6 +81,32 @@ if mode == "Settle disagreements":
         st.stop()
     clip = clips_now[state["label_clip"]]
     st.caption(f"{len(queue)} clip(s) with disagreeing coaches")
+elif mode in LISTED:
+    try:
+        ids, reasons = listed_queue(mode)
+    except (active.EmptyPool, active.PoolExhausted, quality.NoOutOfFoldPredictions) as exc:
+        st.info(str(exc))
+        st.stop()
+    if state.get("label_clip") not in ids or state.get("label_for") != (coach, exercise, mode):
+        clip = store.next_listed_clip(project, coach, ids, skip_judged=mode == "Label suggested clips")
+        if clip is None and mode == "Label suggested clips" and ids:  # this batch is done: the next one
+            state.pop("label_batch", None)
+            try:
+                ids, reasons = listed_queue(mode)
+            except (active.EmptyPool, active.PoolExhausted) as exc:
+                st.success(str(exc))
+                st.stop()
+            clip = store.next_listed_clip(project, coach, ids)
+        state["label_for"] = (coach, exercise, mode)
+        show_next(clip["id"] if clip else None)
+    if state["label_clip"] is None:
+        st.success("Nothing left in this queue. Retrain to refresh it." if mode == "Label suggested clips" else
+                   "No label left to check again: every doubted label has had a second look since the last run.")
+        ui.retrain(project, "label")
+        st.stop()
+    clip = store.get_clip(project, state["label_clip"])
+    st.info(f"Why this clip: {reasons.get(clip['id'], '')}")
+    ui.retrain(project, "label")
 else:
     clip = store.get_clip(project, state["label_clip"]) if state.get("label_clip") else None
     if clip is None or not clip["active"] or state.get("label_for") != (coach, exercise):
@@ -146,7 +201,7 @@ with right:
             undo_stack.append((clip["id"], event_id))
         state["label_toast"] = f"Saved: {pressed}" + (" (final)" if kind == "adjudication" else "")
         state["label_clip"] = None
-        if kind == "verdict":
+        if mode == "Label new clips":
             following = store.next_clip(project, coach, exercise)
             show_next(following["id"] if following else None)
         st.rerun()
@@ -156,8 +211,11 @@ if state.get("label_toast"):
 
 ui.shortcuts({str(i): f"label_crit_{i}_{n}" for i in range(1, 10)})
 
-if mode != "Settle disagreements":
+if mode == "Label new clips":
     ui.prepare_ahead(project, store.upcoming_clips(project, coach, exercise, current=clip["id"]))
+elif mode in LISTED:
+    after = ids[ids.index(clip["id"]) + 1:][:2] if clip["id"] in ids else []
+    ui.prepare_ahead(project, [c for c in (store.get_clip(project, i) for i in after) if c])
 
 # ------------------------------------------------------------------ boundaries
 with st.expander("Fix clip boundaries"):

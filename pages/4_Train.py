@@ -37,29 +37,31 @@ if problem:
 
 default = RunConfig()
 with st.form("train_form"):
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4, c5 = st.columns(5)
     model_name = c1.selectbox("Model", list(MODELS), index=list(MODELS).index(default.model), key="train_model")
-    folds = c2.slider("Folds (grouped, stratified)", 2, 10, default.folds, key="train_folds")
-    holdout = c3.checkbox("Grouped 80/20 holdout instead", key="train_holdout")
-    seed = c4.number_input("Seed", 0, 10_000, default.seed, key="train_seed")
+    clip_input = c2.selectbox("Input", ["auto", "whole", "windows"], key="train_input",
+                              help="whole: each clip as one sequence; windows: 20-frame windows (70 % overlap) "
+                                   "whose confidence-weighted vote is the verdict; auto: the model's measured best")
+    folds = c3.slider("Folds (grouped, stratified)", 2, 10, default.folds, key="train_folds")
+    holdout = c4.checkbox("Grouped 80/20 holdout instead", key="train_holdout",
+                          help="picks whole/windows (and the baseline's regularisation) by grouped folds of the "
+                               "training part, then tests once on the held-out groups")
+    seed = c5.number_input("Seed", 0, 10_000, default.seed, key="train_seed")
     start = st.form_submit_button("Train in the background", type="primary", disabled=problem is not None)
 if start:
-    params = {"model": model_name, "folds": int(folds), "holdout": 0.2 if holdout else None, "seed": int(seed)}
+    params = {"model": model_name, "folds": int(folds), "holdout": 0.2 if holdout else None, "seed": int(seed),
+              "input": clip_input}
     jobs.submit(project, "train", params)
     st.success("Training started: progress below. You can keep labelling in another tab meanwhile.")
 
 
 # ------------------------------------------------------------------ the running job
-def training_jobs() -> list[dict]:
-    return [j for j in store.list_jobs(project, limit=20) if j["kind"] == "train"]
-
-
-active_at_start = sum(j["status"] in ("queued", "running") for j in training_jobs())
+active_at_start = sum(j["status"] in ("queued", "running") for j in ui.training_jobs(project))
 
 
 @st.fragment(run_every=2 if active_at_start else None)
 def live() -> None:
-    current = training_jobs()
+    current = ui.training_jobs(project)
     if sum(j["status"] in ("queued", "running") for j in current) < active_at_start:
         st.rerun(scope="app")  # finished: show the new run below
     for job in current[:3]:
@@ -96,6 +98,9 @@ st.dataframe(table, hide_index=True, width="stretch",
 run_id = st.selectbox("Inspect run", table.run_id.tolist(), key="train_run")
 metrics = next(r for r in all_runs if r["run_id"] == run_id)
 st.caption(f"Split: {metrics['split']} — every number below is out-of-sample for its clip.")
+if st.button("Next: label the clips this model is least sure about, and check the labels it doubts", icon="🎯",
+             key="train_to_suggest"):
+    st.switch_page("pages/5_Suggest.py")
 
 m1, m2, m3, m4, m5 = st.columns(5)
 m1.metric("Macro F1", f"{metrics['macro_f1']:.3f}")

@@ -47,10 +47,10 @@ def ingested(videos, tmp_path_factory) -> Project:
     return project
 
 
-@pytest.fixture(scope="module")
-def app_url(ingested):
+def serve(project: Project):
+    """`streamlit run app.py` on the project, on a free port; yields its URL, stops it afterwards."""
     port = free_port()
-    env = {**os.environ, "FORMCHECK_DATA": str(ingested.root)}
+    env = {**os.environ, "FORMCHECK_DATA": str(project.root)}
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
@@ -72,8 +72,13 @@ def app_url(ingested):
     server.wait(10)
 
 
+@pytest.fixture(scope="module")
+def app_url(ingested):
+    yield from serve(ingested)
+
+
 @pytest.fixture
-def page(app_url):
+def page():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -184,3 +189,55 @@ def test_an_uploaded_video_is_ingested_in_the_background(page, app_url, ingested
     assert len(store.list_videos(ingested)) == before + 1
     assert [j["status"] for j in store.list_jobs(ingested)][:1] == ["done"]
     assert not list((ingested.work / "uploads").iterdir())  # the upload is removed once ingested
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Project:
+    """The synthetic sample project with one baseline run: suggestions have a model behind them."""
+    from curation.sample import sample_project
+    from model.train import RunConfig, train_run
+
+    project = Project.open(tmp_path_factory.mktemp("loop") / "project")
+    sample_project(project, clips_per_class=6)
+    train_run(project, RunConfig(model="baseline"))
+    return project
+
+
+@pytest.fixture(scope="module")
+def trained_url(trained):
+    yield from serve(trained)
+
+
+def test_train_suggest_label_retrain_without_leaving_the_browser(page, trained_url, trained):
+    from model import runs
+    from model.suggest import suggest
+
+    first_run = runs.list_runs(trained)[0]
+    expected = [s.clip_id for s in suggest(trained, k=20).items]  # the Label page's suggested batch
+    page.goto(f"{trained_url}/Suggest")
+    page.get_by_text(first_run["run_id"]).first.wait_for()
+    page.get_by_role("button", name="Label these clips").click()
+    page.get_by_role("button", name="Start labelling").wait_for()
+    page.get_by_label("Your name").fill("Fay")
+    page.get_by_role("button", name="Start labelling").click()
+    page.get_by_text("Why this clip:").wait_for()
+    assert current_clip_caption(page).split(" · ")[0] == f"Clip {expected[0]}"
+    settle(page)
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.keyboard.press("Y")
+    events = wait_for_events(trained, "Fay", 1)
+    assert [(e["clip_id"], e["verdict"]) for e in events] == [(expected[0], "correct")]
+    page.wait_for_function("old => !document.body.innerText.includes(old)", arg=f"Clip {expected[0]}")
+    assert current_clip_caption(page).split(" · ")[0] == f"Clip {expected[1]}"
+
+    settle(page)
+    page.get_by_role("button", name="Retrain with the new labels").click()
+    deadline = time.time() + 240
+    while time.time() < deadline and runs.list_runs(trained)[0]["run_id"] == first_run["run_id"]:
+        time.sleep(1)
+    newest = runs.list_runs(trained)[0]
+    assert newest["run_id"] != first_run["run_id"] and newest["n_clips"] == first_run["n_clips"] + 1
+    # the page notices the finished job, and the suggested queue now comes from the new run
+    page.get_by_role("button", name="Retrain with the new labels").wait_for(timeout=30_000)
+    page.goto(f"{trained_url}/Suggest")
+    page.get_by_text(newest["run_id"]).first.wait_for()

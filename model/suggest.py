@@ -1,0 +1,151 @@
+"""Suggest: the unlabelled clips worth a coach's next minutes, from the latest run's scores (or a cold start)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from curation import store
+from curation.project import Project
+from model import active, runs
+from model.features import clip_statistics, load_clipset
+
+
+class UnknownStrategy(ValueError):
+    """A strategy name that model.active does not have."""
+
+
+@dataclass
+class Suggestions:
+    """A batch of suggestions and where it came from."""
+
+    items: list[active.Suggestion]
+    strategy: str
+    run_id: str | None  # the run whose predictions scored the pool; None = cold start (no model yet)
+    pool: int  # unlabelled active clips the batch was chosen from
+    labelled: int  # clips with a coach's verdict (not in the pool)
+    scored_live: int = 0  # pool clips newer than the run, scored now with its model
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    pool_ids: list[str] = field(default_factory=list)  # the pool, in the order of pool_p
+    pool_p: np.ndarray | None = None  # p(incorrect) of each pool clip; None on a cold start
+
+    def as_dict(self) -> dict:
+        """Plain JSON form (the CLI's --json)."""
+        return {"strategy": self.strategy, "run_id": self.run_id, "pool": self.pool, "labelled": self.labelled,
+                "scored_live": self.scored_live, "seconds": self.seconds, "notes": self.notes,
+                "suggestions": [dataclasses.asdict(s) for s in self.items]}
+
+
+def _pose_statistics(features: list[np.ndarray]) -> np.ndarray:
+    """Standardised clip statistics of raw clip features: the cold start's notion of "what a clip looks like"."""
+    stats = np.stack([clip_statistics(x) for x in features])
+    scale = stats.std(0)
+    return (stats - stats.mean(0)) / np.where(scale > 1e-12, scale, 1.0)
+
+
+def _judged(project: Project) -> set[str]:
+    """Clips at least one coach has given a correct/incorrect verdict (labelled, or waiting for adjudication)."""
+    return {row["clip_id"] for row in store.current_labels(project)}
+
+
+def suggest(project: Project, k: int = 10, strategy: str | None = None, exercise: str | None = None,
+            seed: int = 0, run_id: str | None = None) -> Suggestions:
+    """The k unlabelled clips to label next, each with its score and reason.
+
+    With a finished run (the latest, or run_id): the run's saved predictions, signals and embeddings of every
+    clip it scored; clips added since are scored now with the run's model. Without one: a cold start, a
+    batch spread over the variety of pose statistics. Raises active.EmptyPool when the project has no clips
+    (of this exercise), active.PoolExhausted when every one has a verdict.
+    """
+    start = time.perf_counter()
+    strategy = strategy or active.DEFAULT_STRATEGY
+    if strategy not in active.STRATEGIES:
+        raise UnknownStrategy(f"unknown strategy {strategy!r}; known: {', '.join(active.STRATEGIES)}")
+    clips = store.list_clips(project, exercise=exercise)
+    judged = _judged(project)
+    pool_ids = [c["id"] for c in clips if c["id"] not in judged]
+    labelled_ids = [c["id"] for c in clips if c["id"] in judged]
+    if not clips:
+        where = f" of {exercise}" if exercise else ""
+        raise active.EmptyPool(f"there are no clips{where} to suggest: ingest or import some first")
+    if not pool_ids:
+        raise active.PoolExhausted("every clip here has a coach's verdict: nothing left to suggest")
+    if run_id is None:
+        finished = runs.list_runs(project)
+        run_id = finished[0]["run_id"] if finished else None
+
+    if run_id is None:
+        pool, scored_live = _cold_pool(project, pool_ids, labelled_ids), 0
+    else:
+        pool, scored_live = _run_pool(project, run_id, pool_ids, labelled_ids)
+    items = active.select(pool, k, strategy=strategy, seed=seed)
+    notes = []
+    if run_id is None:
+        notes.append("no trained model yet: a first batch spread over the kinds of movement in the pool")
+    if scored_live:
+        notes.append(f"{scored_live} clip(s) arrived after the last training and were scored now; "
+                     "retrain to learn from the newest labels")
+    return Suggestions(items, strategy if run_id else "cold start", run_id, len(pool_ids), len(labelled_ids),
+                       scored_live, time.perf_counter() - start, notes, list(pool.clip_ids), pool.p)
+
+
+def _cold_pool(project: Project, pool_ids: list[str], labelled_ids: list[str]) -> active.Pool:
+    every = load_clipset(project, labelled_only=False)
+    where = {cid: i for i, cid in enumerate(every.clip_ids)}
+    wanted = [where[c] for c in pool_ids + labelled_ids if c in where]
+    stats = _pose_statistics([every.features(i) for i in wanted])
+    n_pool = sum(c in where for c in pool_ids)
+    return active.Pool(clip_ids=[every.clip_ids[i] for i in wanted[:n_pool]], embeddings=stats[:n_pool], p=None,
+                       labelled_embeddings=stats[n_pool:] if len(wanted) > n_pool else None)
+
+
+def _column(scores, ids: list[str], name: str) -> np.ndarray | None:
+    if name not in scores.columns:
+        return None
+    values = scores[name].reindex(ids).to_numpy(dtype=np.float64)
+    return None if np.isnan(values).all() else values
+
+
+def _run_pool(project: Project, run_id: str, pool_ids: list[str], labelled_ids: list[str]
+              ) -> tuple[active.Pool, int]:
+    """The pool with the run's saved scores; clips the run never saw are scored with its model now."""
+    scores = runs.read_scores(project, run_id).set_index("clip_id")
+    saved = runs.read_embeddings(project, run_id)
+    emb_ids, emb = saved if saved is not None else ([], np.zeros((0, 0)))
+    row = {cid: i for i, cid in enumerate(emb_ids)}
+    new = [c for c in pool_ids if c not in scores.index or c not in row]
+    scored_live = 0
+    if new:
+        fitted = runs.load_fitted(project, run_id)
+        every = load_clipset(project, labelled_only=False)
+        where = {cid: i for i, cid in enumerate(every.clip_ids)}
+        idx = [where[c] for c in new if c in where]
+        feats = [every.features(i) for i in idx]
+        exercises = [every.exercises[i] for i in idx]
+        details = fitted.predict_details(feats, exercises)
+        vectors = fitted.embed(feats, exercises)
+        extra = {"p_incorrect": details["p"], "window_spread": details["window_spread"]}
+        for j, i in enumerate(idx):
+            cid = every.clip_ids[i]
+            scores.loc[cid, list(extra)] = [v[j] for v in extra.values()]
+            row[cid] = len(emb_ids)
+            emb_ids.append(cid)
+        emb = np.concatenate([emb.reshape(len(emb), -1) if emb.size else np.zeros((0, vectors.shape[1])), vectors])
+        scored_live = len(idx)
+    pool_ids = [c for c in pool_ids if c in row]
+    pool_emb = emb[[row[c] for c in pool_ids]]
+    known = [c for c in labelled_ids if c in row]
+    labelled_emb = emb[[row[c] for c in known]] if known else None
+    if labelled_emb is not None:
+        labelled_emb = labelled_emb[~np.isnan(labelled_emb).any(1)]
+    pool = active.Pool(
+        clip_ids=pool_ids, embeddings=np.nan_to_num(pool_emb), p=scores["p_incorrect"].reindex(pool_ids).to_numpy(float),
+        committee_sd=_column(scores, pool_ids, "uncertainty"), committee_mi=_column(scores, pool_ids, "committee_mi"),
+        mc_mi=_column(scores, pool_ids, "mc_mi"), window_spread=_column(scores, pool_ids, "window_spread"),
+        labelled_embeddings=labelled_emb,
+    )
+    return pool, scored_live
