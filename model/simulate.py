@@ -14,7 +14,7 @@ from model.features import ClipSet, load_clipset
 from model.metrics import evaluate
 from model.runs import Fitted
 from model.splits import SplitError, grouped_holdout, grouped_kfold
-from model.train import RunConfig, fit_clips
+from model.train import MC_SAMPLES, RunConfig, fit_clips
 
 Progress = Callable[[float, str], None]
 RANDOM = "random"
@@ -38,7 +38,7 @@ class SimulateOptions:
     rounds: int | None = None  # at most this many rounds after the seed set; None: until the pool is used up
     diversity: bool = True  # select()'s k-centre step
     balance: bool = True  # select()'s class balancing
-    committee: int = 4  # bald: models fitted on grouped parts of the labelled clips (their mutual information)
+    committee: int = 4  # bald without dropout: models fitted on grouped parts of the labelled clips
     split_seed: int = 0  # draws the test part
 
     def __post_init__(self) -> None:
@@ -78,9 +78,24 @@ class _Data:
         return float(evaluate(y, self.predict(fitted, self.test), [self.clips.exercises[i] for i in self.test])
                      ["macro_f1"])
 
-    def embed(self, fitted: Fitted, idx: np.ndarray) -> np.ndarray:
-        ids, _ = fitted.exercise_ids([self.clips.exercises[i] for i in idx])
-        return fitted.model.embed([fitted.scaler.transform(self.features[i]) for i in idx], ids)
+    def pool(self, fitted: Fitted, left: np.ndarray, labelled: np.ndarray, seed: int, strategy: str) -> active.Pool:
+        """The clips still unlabelled as the app would see them after training `fitted`: p, window spread
+        and embeddings from one pass, the labelled clips' embeddings, and for bald the disagreement measure
+        (MC-dropout samples of a network with dropout, else a committee)."""
+        features = [self.features[i] for i in left]
+        exercises = [self.clips.exercises[i] for i in left]
+        details = fitted.predict_details(features, exercises, embed=True)
+        signals = {}
+        if strategy == "bald":
+            if fitted.model.has_dropout:
+                signals["mc_mi"] = active.bald(fitted.predict_samples(features, exercises, MC_SAMPLES, seed))
+            else:
+                signals["committee_sd"], signals["committee_mi"] = _committee(self, labelled, left, seed)
+        return active.Pool(
+            clip_ids=[str(i) for i in left], embeddings=details["embedding"], p=details["p"],
+            window_spread=details["window_spread"], **signals,
+            labelled_embeddings=fitted.embed([self.features[i] for i in labelled],
+                                             [self.clips.exercises[i] for i in labelled]))
 
 
 def seed_set(labels: np.ndarray, pool: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -103,11 +118,11 @@ def seed_set(labels: np.ndarray, pool: np.ndarray, size: int, rng: np.random.Gen
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def _committee(data: _Data, labelled: np.ndarray, pool: np.ndarray, seed: int, size: int) -> tuple[np.ndarray,
-                                                                                                   np.ndarray]:
-    """(sd, mutual information) of p(incorrect) over `size` models each fitted on a grouped part of the
-    labelled clips (the training parts of a grouped K-fold; random subsets of clips when the groups are too
-    few to split)."""
+def _committee(data: _Data, labelled: np.ndarray, pool: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sd, mutual information) of the pool's p(incorrect) over options.committee models, each fitted on a
+    grouped part of the labelled clips (the training parts of a grouped K-fold; random subsets of clips when
+    the groups are too few to split)."""
+    size = data.options.committee
     y = data.clips.labels[labelled]
     groups = [data.clips.groups[i] for i in labelled]
     try:
@@ -135,12 +150,7 @@ def _curve(data: _Data, strategy: str, start: np.ndarray, pool: np.ndarray, seed
         tick(f"{strategy}, seed {seed}: {len(labelled)} labels, macro-F1 {points[-1][1]:.3f}")
         if len(left) == 0 or (options.rounds is not None and round_ >= options.rounds):
             break
-        candidates = active.Pool(
-            clip_ids=[str(i) for i in left], embeddings=data.embed(fitted, left), p=data.predict(fitted, left),
-            labelled_embeddings=data.embed(fitted, labelled))
-        if strategy == "bald":
-            candidates.committee_sd, candidates.committee_mi = _committee(data, labelled, left, seed,
-                                                                          options.committee)
+        candidates = data.pool(fitted, left, labelled, seed, strategy)
         batch = active.select(candidates, options.step, strategy, options.diversity, options.balance,
                               seed=seed * 100_003 + round_)
         chosen = np.array([int(s.clip_id) for s in batch], dtype=np.int64)
@@ -173,8 +183,9 @@ def simulate(project: Project, options: SimulateOptions = SimulateOptions(), pro
     One grouped holdout (options.test_share, the same for every seed and strategy) is the test part; the rest
     is the pool. For each seed: a stratified random seed set (the same for the strategy and for random), then
     rounds of fit (model.train.fit_clips, the project's RunConfig for options.model), macro-F1 on the test
-    part, and `step` more clips chosen by active.select (embeddings of the fitted model; for bald, a committee
-    of models on grouped parts of the labelled clips), until the pool is used up or options.rounds.
+    part, and `step` more clips chosen by active.select (p, window spread and embeddings of the fitted model;
+    for bald, MC-dropout samples of a network with dropout, else a committee of models on grouped parts of
+    the labelled clips), until the pool is used up or options.rounds.
     Returns the design.md 4.2 contract (strategy, seeds, full_f1, curves, auc, labels_to_95) plus per-seed
     curves, label_saving (1 - labels_to_95 of the strategy / of random), sizes and seconds.
     Raises SimulationRefused when the labelled clips cannot hold a test part, a seed set and a pool.

@@ -135,3 +135,10 @@ def test_cli_refuses_a_project_without_labels_in_one_line(tmp_path):
     done = run_cli("model", "simulate", "--data", str(tmp_path / "empty"))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: the project has no labelled clips")
+
+
+def test_bald_on_a_network_runs_on_its_mc_dropout_samples(pose_trainer):
+    out = simulate(pose_trainer, SimulateOptions(strategy="bald", model="bilstm", seed_size=6, step=6, seeds=1,
+                                                 rounds=1))
+    assert [x for x, _ in out["curves"]["bald"]] == [6, 12]
+    assert all(0 <= f1 <= 1 for _, f1 in out["curves"]["bald"])

@@ -7,7 +7,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.benchmarks import bench_label, bench_pipeline, bench_pose, bench_train  # noqa: E402
+from tests.benchmarks import (  # noqa: E402
+    bench_active,
+    bench_label,
+    bench_pipeline,
+    bench_pose,
+    bench_suggest,
+    bench_train,
+)
 
 
 def main(argv: list[str]) -> None:
@@ -16,6 +23,8 @@ def main(argv: list[str]) -> None:
     bench_pipeline.main(quick)
     bench_label.main(quick)
     bench_train.main(quick)
+    bench_suggest.main(quick)
+    bench_active.main(quick)
 
 
 if __name__ == "__main__":
