@@ -59,7 +59,8 @@ if result is not None:
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"p(incorrect)": st.column_config.ProgressColumn(min_value=0, max_value=1,
                                                                                format="%.2f"),
-                                "score": st.column_config.NumberColumn(format="%.3f")})
+                                "score": st.column_config.NumberColumn(format="%.3f"),
+                                "why": st.column_config.TextColumn(width="large")})
     if st.button("Label these clips", type="primary", key="suggest_go"):
         st.session_state["label_open"] = "Label suggested clips"
         st.switch_page("pages/2_Label.py")
@@ -85,7 +86,8 @@ if doubts is not None:
                    "(confident learning on out-of-fold predictions), most doubtful first. A second look adds a "
                    "new label; the old one stays in the history.")
         st.dataframe(quality.as_table(doubts), hide_index=True, width="stretch",
-                     column_config={"p_incorrect": st.column_config.NumberColumn(format="%.2f")})
+                     column_config={"p_incorrect": st.column_config.NumberColumn(format="%.2f"),
+                                    "reason": st.column_config.TextColumn(width="large")})
         if st.button("Check these labels", key="suggest_check"):
             st.session_state["label_open"] = "Check again"
             st.switch_page("pages/2_Label.py")
