@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from curation import store
 from curation.project import Project
@@ -126,15 +127,15 @@ def _run_pool(project: Project, run_id: str, pool_ids: list[str], labelled_ids: 
         idx = [where[c] for c in new if c in where]
         feats = [every.features(i) for i in idx]
         exercises = [every.exercises[i] for i in idx]
-        details = fitted.predict_details(feats, exercises)
-        vectors = fitted.embed(feats, exercises)
-        extra = {"p_incorrect": details["p"], "window_spread": details["window_spread"]}
-        for j, i in enumerate(idx):
-            cid = every.clip_ids[i]
-            scores.loc[cid, list(extra)] = [v[j] for v in extra.values()]
-            row[cid] = len(emb_ids)
-            emb_ids.append(cid)
-        emb = np.concatenate([emb.reshape(len(emb), -1) if emb.size else np.zeros((0, vectors.shape[1])), vectors])
+        details = fitted.predict_details(feats, exercises, embed=True)  # p, window spread, embedding: one pass
+        ids = [every.clip_ids[i] for i in idx]
+        fresh = pd.DataFrame({"p_incorrect": details["p"], "window_spread": details["window_spread"]},
+                             index=pd.Index(ids, name="clip_id"))
+        scores = pd.concat([scores.drop(index=ids, errors="ignore"), fresh])
+        row.update({cid: len(emb_ids) + j for j, cid in enumerate(ids)})
+        emb_ids = emb_ids + ids
+        vectors = details["embedding"]
+        emb = np.concatenate([emb, vectors]) if emb.size else vectors
         scored_live = len(idx)
     pool_ids = [c for c in pool_ids if c in row]
     pool_emb = emb[[row[c] for c in pool_ids]]

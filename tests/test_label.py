@@ -30,11 +30,14 @@ def sample(project) -> Project:
     return project
 
 
-def page(path: str, coach: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / path), default_timeout=60)
+def page(path: str, coach: str | None = None, **state) -> AppTest:
+    """The page run once by AppTest, as `coach` (registered) when given, with these session state values."""
+    at = AppTest.from_file(str(ROOT / path), default_timeout=120)
     if coach:
         store.add_annotator(Project.open(None), coach)
         at.session_state["annotator"] = coach
+    for key, value in state.items():
+        at.session_state[key] = value
     at.run()
     assert not at.exception, at.exception
     return at

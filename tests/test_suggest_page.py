@@ -14,15 +14,10 @@ from curation.sample import sample_project
 from model import quality, runs
 from model.suggest import suggest
 from model.train import RunConfig, train_run
-from tests.conftest import ROOT
+from tests.test_label import page as open_page
+from tests.test_label import project  # noqa: F401  (fixture)
 
 SUGGEST, LABEL = "pages/5_Suggest.py", "pages/2_Label.py"
-
-
-@pytest.fixture
-def project(data_dir, monkeypatch) -> Project:
-    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
-    return Project.open(data_dir)
 
 
 @pytest.fixture
@@ -36,18 +31,6 @@ def trained(project) -> Project:
                                         "verdict": wrong})
     train_run(project, RunConfig(model="baseline"))
     return project
-
-
-def open_page(path: str, coach: str | None = None, **state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / path), default_timeout=120)
-    if coach:
-        store.add_annotator(Project.open(None), coach)
-        at.session_state["annotator"] = coach
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def texts(at: AppTest) -> str:
