@@ -222,6 +222,7 @@ def test_train_suggest_label_retrain_without_leaving_the_browser(page, trained_u
     page.get_by_role("button", name="Start labelling").click()
     page.get_by_text("Why this clip:").wait_for()
     assert current_clip_caption(page).split(" · ")[0] == f"Clip {expected[0]}"
+    page.wait_for_timeout(1500)  # the player and the key listener load (keys during a rerun are dropped)
     settle(page)
     page.evaluate("document.activeElement && document.activeElement.blur()")
     page.keyboard.press("Y")
