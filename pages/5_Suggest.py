@@ -42,7 +42,8 @@ def batch(run_id: str | None, judged: int, strategy: str, k: int, exercise: str 
     return suggest(_project, k=k, strategy=strategy, exercise=exercise, run_id=run_id)
 
 
-judged = len(store.current_labels(project))
+current = store.current_labels(project)
+judged = len(current)
 try:
     with st.spinner("Scoring the unlabelled clips..."):
         result = batch(latest["run_id"] if latest else None, judged, strategy, k, exercise)
@@ -92,8 +93,8 @@ if doubts is not None:
             st.session_state["label_open"] = "Check again"
             st.switch_page("pages/2_Label.py")
 
-open_disagreements = [d for d in agreement.disagreements(store.current_labels(project))
-                      if d["clip_id"] not in store.adjudications(project)]
+settled = store.adjudications(project)
+open_disagreements = [d for d in agreement.disagreements(current) if d["clip_id"] not in settled]
 if open_disagreements:
     st.subheader("Coaches disagree")
     st.caption(f"{len(open_disagreements)} clip(s) with different verdicts from two coaches wait for a lead "

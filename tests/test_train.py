@@ -193,44 +193,36 @@ def test_candidates_start_with_the_runs_own_settings():
                                                                                       {"input": "windows"}]
 
 
-def test_too_few_labels_is_refused_with_what_to_do_and_nothing_written(data_dir, tmp_path):
-    def keep_ten(rows):
-        labelled = [r for r in rows if r["label"]]
-        for r in labelled[10:]:
+def keep_ten(rows):
+    for r in [r for r in rows if r["label"]][10:]:
+        r["label"] = ""
+    return rows
+
+
+def only_correct(rows):
+    for r in rows:
+        if r["label"] == "incorrect":
             r["label"] = ""
-        return rows
+    return rows
 
+
+def one_athlete_errs(rows):
+    for r in rows:
+        if r["label"] == "incorrect":
+            r["group"] = "the-same-athlete"
+    return rows
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (keep_ten, f"at least {MIN_LABELLED} labelled clips.*has 10.*label 2 more"),
+    (only_correct, "all 24 labelled clips are correct: label some incorrect clips too"),
+    (one_athlete_errs, "only 1 group.*label clips of more videos or athletes"),
+])
+def test_labels_that_cannot_be_split_honestly_are_refused_with_what_to_do_and_nothing_written(
+        data_dir, tmp_path, edit, reason):
     project = Project.open(data_dir)
-    import_folder(project, edited_sample(tmp_path / "few", keep_ten))
-    with pytest.raises(TrainingRefused, match=f"at least {MIN_LABELLED} labelled clips.*has 10.*label 2 more"):
-        train_run(project, RunConfig(model="baseline"))
-    assert list(project.runs.iterdir()) == []
-
-
-def test_one_class_only_is_refused(data_dir, tmp_path):
-    def only_correct(rows):
-        for r in rows:
-            if r["label"] == "incorrect":
-                r["label"] = ""
-        return rows
-
-    project = Project.open(data_dir)
-    import_folder(project, edited_sample(tmp_path / "correct", only_correct))
-    with pytest.raises(TrainingRefused, match="all 24 labelled clips are correct: label some incorrect clips too"):
-        train_run(project, RunConfig(model="baseline"))
-    assert list(project.runs.iterdir()) == []
-
-
-def test_a_class_from_a_single_video_is_refused(data_dir, tmp_path):
-    def one_athlete_errs(rows):
-        for r in rows:
-            if r["label"] == "incorrect":
-                r["group"] = "the-same-athlete"
-        return rows
-
-    project = Project.open(data_dir)
-    import_folder(project, edited_sample(tmp_path / "one", one_athlete_errs))
-    with pytest.raises(TrainingRefused, match="only 1 group.*label clips of more videos or athletes"):
+    import_folder(project, edited_sample(tmp_path / "edited", edit))
+    with pytest.raises(TrainingRefused, match=reason):
         train_run(project, RunConfig(model="baseline"))
     assert list(project.runs.iterdir()) == []
 
