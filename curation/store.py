@@ -215,6 +215,38 @@ def m002_annotators_claims_edits(conn: sqlite3.Connection) -> None:
     )
 
 
+# Migrations 003-008 were reserved at the start of session 3 so that several streams of work could add schema
+# side by side; each is owned by one stream and holds only its own tables and columns.
+@migration
+def m003_label_lineage(conn: sqlite3.Connection) -> None:
+    """Clip edits as events, labels that follow their frames, exclusions, exercise changes (issue 9)."""
+
+
+@migration
+def m004_rubric_provenance(conn: sqlite3.Connection) -> None:
+    """Versioned rubric, video provenance and athlete, trimmed spans (issue 9)."""
+
+
+@migration
+def m005_exchange(conn: sqlite3.Connection) -> None:
+    """What the lossless dataset exchange needs (frame size of imported clips...) (issues 9, 10)."""
+
+
+@migration
+def m006_accounts_audit(conn: sqlite3.Connection) -> None:
+    """Accounts, roles, the admin audit log (issue 10)."""
+
+
+@migration
+def m007_jobs(conn: sqlite3.Connection) -> None:
+    """Job liveness and temporary files (issue 10)."""
+
+
+@migration
+def m008_runs(conn: sqlite3.Connection) -> None:
+    """Promoted runs and model choices (issue 11)."""
+
+
 def _script(conn: sqlite3.Connection, sql: str) -> None:
     """Run several statements inside the open transaction (executescript would commit it first)."""
     for statement in sql.split(";\n"):
@@ -841,3 +873,21 @@ def requeue_or_fail(project: Project, job_id: str, max_attempts: int) -> str:
             (status, error, "recovered after the worker stopped" if status == "queued" else "", status, now(), job_id),
         )
     return status
+
+
+# ---------------------------------------------------------------- label lineage, exclusions, exercise changes (m003)
+
+
+# ---------------------------------------------------------------- rubric, provenance, athletes, trimmed spans, statistics (m004)
+
+
+# ---------------------------------------------------------------- dataset exchange (m005)
+
+
+# ---------------------------------------------------------------- accounts, roles, audit (m006)
+
+
+# ---------------------------------------------------------------- job liveness (m007)
+
+
+# ---------------------------------------------------------------- runs (m008)
