@@ -11,7 +11,7 @@ st.set_page_config(page_title="Formcheck", page_icon="🏋️", layout="wide")
 project = ui.project()
 
 st.title("Formcheck")
-st.caption(f"Project folder: {project.root}")
+st.caption(f"Project folder: {ui.md(project.root)}")
 
 counts = store.stats(project)
 a, b, c = st.columns(3)
@@ -23,7 +23,8 @@ if counts["clips"] == 0:
     st.info("This project is empty. Add coaching videos, or open the sample project to try labelling at once.")
     left, right = st.columns(2)
     left.page_link("pages/1_Ingest.py", label="Add videos (YouTube links or files)", icon="➕")
-    if right.button("Open the sample project", key="home_sample", type="primary"):
+    if ui.can("admin") and right.button("Open the sample project", key="home_sample", type="primary"):
+        ui.require("admin")
         with st.spinner("Making synthetic clips..."):
             result = sample_project(project)
         st.session_state["home_toast"] = f"Sample ready: {result.added} synthetic clips, {result.labelled} labelled"
@@ -45,6 +46,8 @@ else:
     c.page_link("pages/1_Ingest.py", label="Add more videos", icon="➕")
     d.page_link("pages/4_Train.py", label="Train a model", icon="🧠")
     e.page_link("pages/5_Suggest.py", label="What to label next", icon="🎯")
+    if ui.can("admin") and ui.sign_in_method() is not None:
+        st.page_link("pages/6_Admin.py", label="Users, roles and the audit log", icon="🔐")
 
 if st.session_state.get("home_toast"):
     st.toast(st.session_state.pop("home_toast"), icon="✅")

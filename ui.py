@@ -1,20 +1,171 @@
-"""Shared Streamlit widgets: the open project and a job's progress card (the only UI module outside pages/)."""
+"""Shared Streamlit widgets: the open project behind the sign-in gate, roles, job cards, the clip player (the
+only UI module outside pages/)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import streamlit as st
 
-from curation import store
+from curation import accounts, jobs, store
 from curation.project import Project
 
+log = logging.getLogger(__name__)
 
-def project() -> Project:
-    """The project this app serves: `streamlit run app.py -- --data DIR`, else $FORMCHECK_DATA, else ./data."""
+
+def project(need: str = "viewer") -> Project:
+    """The project this app serves: `streamlit run app.py -- --data DIR`, else $FORMCHECK_DATA, else ./data.
+
+    With sign-in configured (a password list or OIDC), only to a signed-in person whose role allows `need`;
+    anyone else gets the sign-in form or one line saying why not, and the page stops there. Every page calls
+    this first. With nothing configured (the local single-user mode) everything is allowed, as before.
+    """
     args = sys.argv[1:]
     data = args[args.index("--data") + 1] if "--data" in args[:-1] else None
-    return Project.open(data)
+    opened = Project.open(data)
+    if sign_in_method() is not None:
+        _gate(opened, need)
+    return opened
+
+
+# ---------------------------------------------------------------- sign-in and roles
+
+_ACCOUNT, _ROLE = "auth_account", "auth_role"  # session keys no widget uses (a browser cannot set them)
+
+
+def _oidc_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except FileNotFoundError:  # no secrets file: the local default
+        return False
+
+
+def sign_in_method() -> str | None:
+    """"oidc" when Streamlit's secrets hold an [auth] section, "password" when $FORMCHECK_PASSWORDS names a
+    list, None in the local single-user mode."""
+    if _oidc_configured():
+        return "oidc"
+    return "password" if accounts.password_file() is not None else None
+
+
+def _oidc_name() -> str | None:
+    """The signed-in OIDC identity: the e-mail address the provider vouches for (display names are chosen by
+    their owners, so two people could share one)."""
+    if not st.user.is_logged_in or st.user.get("email_verified") is False:
+        return None
+    return st.user.get("email")
+
+
+def _account(project: Project) -> accounts.Account | None:
+    """The signed-in account as it stands now (a role changed or removed by an admin counts at once)."""
+    if sign_in_method() == "oidc":
+        name = _oidc_name()
+        if not name:
+            return None
+        try:
+            name = accounts.clean_name(name)
+        except accounts.AccountError:
+            return None
+        found = accounts.current_account(project, name, "oidc")
+        if found and st.session_state.get(_ACCOUNT) != name:
+            store.add_annotator(project, name)
+            st.session_state[_ACCOUNT] = name
+        return found
+    name = st.session_state.get(_ACCOUNT)
+    if not name:
+        return None
+    try:
+        found = accounts.current_account(project, name, "password")
+    except accounts.AccountError as exc:  # the list became unreadable: nobody is signed in
+        log.warning("%s", exc)
+        found = None
+    if found is None:
+        st.session_state.pop(_ACCOUNT, None)
+    return found
+
+
+def _sign_in_form(project: Project) -> None:
+    with st.sidebar:
+        if sign_in_method() == "oidc":
+            if st.user.is_logged_in:  # known to the provider, not to this project
+                st.button("Log out", key="auth_logout", on_click=st.logout)
+            else:
+                st.button("Log in", key="auth_login", type="primary", on_click=st.login)
+            return
+        with st.form("auth_form", clear_on_submit=True):
+            st.subheader("Sign in")
+            name = st.text_input("Name", key="auth_name", autocomplete="username")
+            password = st.text_input("Password", type="password", key="auth_password",
+                                     autocomplete="current-password")
+            submitted = st.form_submit_button("Sign in", type="primary")
+        if submitted:
+            try:
+                signed = accounts.sign_in(project, accounts.password_file(), name, password)
+            except accounts.AccountError as exc:
+                if "cannot read" in str(exc):  # the detail (a server path) goes to the log, not to the visitor
+                    log.warning("%s", exc)
+                    st.error("Sign-in is unavailable: the password list cannot be read. Tell the administrator.")
+                else:
+                    st.error(str(exc))
+                return
+            st.session_state[_ACCOUNT] = signed.name
+            st.rerun()
+
+
+def _gate(project: Project, need: str) -> None:
+    who = _account(project)
+    st.session_state[_ROLE] = who.role if who else None
+    if who is None:
+        _sign_in_form(project)
+        if sign_in_method() == "oidc" and st.user.is_logged_in:
+            st.error(f"This project has no account for {md(_oidc_name() or st.user.get('email') or '?')}: "
+                     "ask an admin to add you.")
+        else:
+            st.info("Sign in (in the sidebar) to use Formcheck.")
+        st.stop()
+    with st.sidebar:
+        st.caption(f"Signed in as **{md(who.name)}** ({who.role})")
+        if st.button("Sign out", key="auth_sign_out"):
+            store.release_claims(project, who.name)
+            for key in (_ACCOUNT, _ROLE, "annotator"):
+                st.session_state.pop(key, None)
+            if who.method == "oidc":
+                st.logout()
+            st.rerun()
+    if not accounts.allows(who.role, need):
+        st.error(f"This page needs the {need} role; you are signed in as {md(who.name)} ({who.role}). "
+                 "Ask an admin if you need more.")
+        st.stop()
+
+
+def can(need: str) -> bool:
+    """May this session do what the role `need` may? Always, in the local single-user mode. Pages hide the
+    buttons this is False for, and call require() again where the action runs."""
+    return sign_in_method() is None or accounts.allows(st.session_state.get(_ROLE), need)
+
+
+def require(need: str) -> None:
+    """Stop the run, with one line, unless this session's role allows `need` (checked where an action runs,
+    so a click forged for a button the page never showed does nothing)."""
+    if not can(need):
+        st.error(f"This needs the {need} role.")
+        st.stop()
+
+
+def actor() -> str:
+    """Who acts (for the audit log and edit histories): the signed-in account; locally, the coach named on the
+    Label page, else "local"."""
+    if sign_in_method() is not None and st.session_state.get(_ACCOUNT):
+        return st.session_state[_ACCOUNT]
+    return st.session_state.get("annotator") or "local"
+
+
+def is_lead(project: Project, coach: str) -> bool:
+    """Whether this coach settles disagreements: the role when signed in; locally, the coach's own choice."""
+    if sign_in_method() is not None:
+        return can("lead")
+    return any(a["name"] == coach and a["role"] == "lead" for a in store.list_annotators(project))
 
 
 STATUS_ICON = {"queued": "⏳", "running": "⚙️", "done": "✅", "failed": "❌", "cancelled": "⏹️"}
@@ -29,10 +180,11 @@ def job_card(project: Project, job: dict, key_prefix: str) -> None:
         # Titles and sources are untrusted text: st.text never renders HTML or Markdown.
         head.text(f"{STATUS_ICON.get(job['status'], '')} {job['status']}: {name}")
         if job["status"] in ("queued", "running"):
-            if button.button("Cancel", key=f"{key_prefix}_cancel_{job['id']}"):
-                store.request_cancel(project, job["id"])
+            if can("lead") and button.button("Cancel", key=f"{key_prefix}_cancel_{job['id']}"):
+                require("lead")
+                jobs.cancel(project, job["id"])  # ends it even when its worker is gone
                 st.rerun()
-            st.progress(float(job["progress"]), text=job["message"] or job["status"])
+            st.progress(float(job["progress"]), text=md(job["message"] or job["status"]))
         elif job["status"] == "done" and job["result"] and "macro_f1" in job["result"]:
             r = job["result"]
             f1 = "n/a" if r["macro_f1"] is None else f"{r['macro_f1']:.3f}"
@@ -45,7 +197,7 @@ def job_card(project: Project, job: dict, key_prefix: str) -> None:
                 f"person in {r['person_share']:.0%} of frames · {r['trimmed_share']:.0%} trimmed"
             )
         elif job["status"] == "failed":
-            st.error(job["error"] or "failed")
+            st.error(md(job["error"] or "failed"))
 
 
 def training_jobs(project: Project) -> list[dict]:
@@ -63,6 +215,7 @@ def retrain(project: Project, key_prefix: str) -> None:
 
     @st.fragment(run_every=2 if running else None)
     def card() -> None:
+        jobs.tend(project)  # a training job whose worker died is noticed within seconds
         now = [j for j in training_jobs(project) if j["status"] in ("queued", "running")]
         if now:
             job_card(project, now[0], key_prefix)
@@ -74,8 +227,11 @@ def retrain(project: Project, key_prefix: str) -> None:
         params = {k: config[k] for k in ("model", "folds", "holdout", "seed") if k in config}
         if "input" in config.get("train", {}):
             params["input"] = config["train"]["input"]
+        if not can("lead"):
+            return
         if st.button("Retrain with the new labels", key=f"{key_prefix}_retrain",
                      help="Same settings as the latest run; it trains in the background."):
+            require("lead")
             jobs.submit(project, "train", params)
             st.rerun(scope="app")
 
@@ -85,50 +241,24 @@ def retrain(project: Project, key_prefix: str) -> None:
 # ---------------------------------------------------------------- who is labelling
 
 
-def _oidc_configured() -> bool:
-    try:
-        return "auth" in st.secrets
-    except FileNotFoundError:  # no secrets file: the local default
-        return False
-
-
 def annotator(project: Project) -> str | None:
-    """The coach using this session, kept for the session: picked or typed once in the sidebar locally;
-    with a password list ($FORMCHECK_PASSWORDS) a name and password; with OIDC in secrets, st.login."""
-    from curation.accounts import AccountError, check_password, password_file
-
+    """The coach using this session. Signed in: the account, when its role may label. Locally: picked or
+    typed once in the sidebar and kept for the session."""
+    if sign_in_method() is not None:
+        return st.session_state.get(_ACCOUNT) if can("coach") else None
     with st.sidebar:
-        if _oidc_configured():
-            if not st.user.is_logged_in:
-                st.button("Log in", key="who_login", on_click=st.login)
-                return None
-            st.session_state["annotator"] = store.add_annotator(project, st.user.get("name") or st.user.get("email"))
         if st.session_state.get("annotator"):
-            st.markdown(f"Labelling as **{_md_escape(st.session_state['annotator'])}**")
+            st.markdown(f"Labelling as **{md(st.session_state['annotator'])}**")
             if st.button("Switch coach", key="who_switch"):
                 store.release_claims(project, st.session_state.pop("annotator"))
                 st.rerun()
             return st.session_state["annotator"]
         st.subheader("Who is labelling?")
-        if (passwords := password_file()) is not None:
-            name = st.text_input("Name", key="who_login_name")
-            password = st.text_input("Password", type="password", key="who_password")
-            if st.button("Log in", key="who_start", type="primary"):
-                try:
-                    accepted = check_password(passwords, name, password)
-                except AccountError as exc:
-                    st.error(str(exc))
-                    return None
-                if not accepted:
-                    st.error("Unknown name or wrong password.")
-                    return None
-                st.session_state["annotator"] = store.add_annotator(project, name)
-                st.rerun()
-            return None
         known = [a["name"] for a in store.list_annotators(project)]
         choice = st.selectbox("Coach", ["(new coach)"] + known, key="who_pick",
                               index=1 if len(known) == 1 else 0)
         name = st.text_input("Your name", key="who_name") if choice == "(new coach)" else choice
+        # Local mode only: one trusted user, so being lead is a choice, not a permission.
         lead = st.checkbox("Lead coach (settles disagreements)", key="who_lead") if choice == "(new coach)" else False
         if st.button("Start labelling", key="who_start", type="primary"):
             try:
@@ -140,12 +270,26 @@ def annotator(project: Project) -> str | None:
     return None
 
 
-def _md_escape(text: str) -> str:
-    """Untrusted text inside Markdown: every Markdown/HTML-significant character backslash-escaped."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()<>#+-.!|~" else ch for ch in str(text))
+# Every character that can start Markdown, GFM or Streamlit syntax: links and images, HTML and entities, emphasis,
+# code, headings, lists, quotes, tables, math ($), directives and emoji shortcodes (:red[...]), autolinks (the
+# ':' of a scheme, the '.' of a domain). CommonMark lets any of them be backslash-escaped.
+_MD_SPECIAL = set("\\`*_{}[]()<>#+-.!|~:$&")
+
+
+def md(text: object) -> str:
+    """Untrusted text for a Markdown context (st.markdown, captions, alerts, widget labels and help): on one
+    line, each character of _MD_SPECIAL backslash-escaped, so nothing can form a link, an image or markup and
+    it reads as typed."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in " ".join(str(text).split()))
+
+
+_md_escape = md  # the former name
 
 
 # ---------------------------------------------------------------- keyboard
+
+
+SEQUENCE_MS = 700  # keys typed this close together form one multi-character key ("1", "2" -> "12")
 
 
 def shortcuts(keys: dict[str, str]) -> None:
@@ -155,6 +299,9 @@ def shortcuts(keys: dict[str, str]) -> None:
     Keys typed into a text field (the note) are left alone, modifier combinations are never taken (the
     browser's and Streamlit's own shortcuts keep working), and a widget of a run being replaced (stale) is
     not clicked, so a key pressed while the next clip loads cannot land on the wrong clip.
+
+    A key may be several characters ("12": criterion 12 of however many): typed within SEQUENCE_MS, "1" then
+    "2" means 12, so the click "1" made at once is taken back (clicked again) and 12 is clicked.
     """
     import json
 
@@ -170,20 +317,31 @@ def shortcuts(keys: dict[str, str]) -> None:
     const t = e.target, tag = (t && t.tagName || '').toLowerCase();
     if (tag === 'textarea' || (tag === 'input' && !['checkbox', 'radio', 'range'].includes(t.type)) ||
         (t && t.isContentEditable)) return;
-    const key = keys[e.key.toLowerCase()];
-    if (!key) return;
+    const typed = e.key.toLowerCase(), stamp = Date.now(), last = win.__formcheckTyped || {seq: '', at: 0};
+    let seq = stamp - last.at < %d ? last.seq + typed : typed;
+    if (!Object.keys(keys).some(k => k.startsWith(seq))) seq = typed;  // not a longer key: start afresh
+    win.__formcheckTyped = {seq: seq, at: stamp, clicked: seq === last.seq + typed ? last.clicked : null};
+    const el = widget(keys[seq]);
+    if (!el) return;
+    e.preventDefault();
+    // "1" then "2": the first key's click is taken back (a second click), then 12 is clicked.
+    const before = win.__formcheckTyped.clicked && widget(keys[win.__formcheckTyped.clicked]);
+    if (before) before.click();
+    el.click();
+    win.__formcheckTyped.clicked = seq;
+  };
+  function widget(key) {
+    if (!key) return null;
     const box = doc.querySelector('.st-key-' + key);
-    if (!box || box.closest('[data-stale="true"]')) return;
+    if (!box || box.closest('[data-stale="true"]')) return null;
     // A checkbox's own input first: its container also holds the help tooltip's button.
     const el = box.querySelector('input[type="checkbox"]') || box.querySelector('button');
-    if (!el || el.disabled) return;
-    e.preventDefault();
-    el.click();
-  };
+    return el && !el.disabled ? el : null;
+  }
   doc.addEventListener('keydown', win.__formcheckKeyListener);
 })();
 </script>"""
-        % json.dumps({k.lower(): v for k, v in keys.items()}),
+        % (json.dumps({k.lower(): v for k, v in keys.items()}), SEQUENCE_MS),
         height=1,
     )
 
@@ -200,19 +358,19 @@ def clip_player(project: Project, clip: dict, video: dict | None, joints: list[s
     import base64
 
     from curation.clipmedia import MissingVideo, clip_video
-    from curation.dataset import load_clip_landmarks
+    from curation.dataset import clip_aspect, load_clip_landmarks
     from curation.kinematics import ANGLES, joint_angles
     from curation.player import player_html
 
     landmarks = load_clip_landmarks(project, clip)
-    aspect = video["width"] / video["height"] if video else 1.0
+    aspect = clip_aspect(clip, video)
     all_angles = joint_angles(landmarks, aspect)
     names = [j for j in joints if j in ANGLES] or ["left_knee", "right_knee", "left_elbow", "right_elbow"]
     angles = {name: all_angles[:, list(ANGLES).index(name)] for name in names}
     try:
         path = clip_video(project, clip, video)
     except MissingVideo as exc:
-        st.warning(f"The video file is missing ({exc}); showing the skeleton only.")
+        st.warning(f"The video file is missing ({md(exc)}); showing the skeleton only.")
         path = None
     b64 = base64.b64encode(path.read_bytes()).decode() if path else None
     st.iframe(player_html(landmarks, clip["fps"], angles, b64, aspect, PLAYER_HEIGHT, show_skeleton,
@@ -225,3 +383,82 @@ def prepare_ahead(project: Project, clips: list[dict]) -> None:
 
     videos = {c["video_id"]: store.get_video(project, c["video_id"]) for c in clips if c["video_id"]}
     prefetch(project, [(c, videos.get(c["video_id"])) for c in clips if c["video_id"]])
+
+
+# ---------------------------------------------------------------- a model's explanation of a clip
+
+
+def _explanation_or_reason(project: Project, run_id: str, clip: dict) -> tuple[dict | None, str | None]:
+    """(model.runs.explain's explanation, None) or (None, why there is none: a one-line reason)."""
+    from model import runs
+
+    try:
+        return runs.explain(project, run_id, clip), None  # cached in the run folder: fast on reopening
+    except (runs.UnknownExercise, runs.RunNotFound) as exc:
+        return None, str(exc)
+
+
+def explanation_caption(why: dict) -> None:
+    """Which model an explanation comes from and its p(incorrect), in one line: the fold model for a clip of
+    the run's evaluation (the p of the error gallery and of oof.csv), else the final model."""
+    if why["fold"] is not None:
+        source = f"from the fold {why['fold']} model (out-of-sample: trained without this clip)"
+    else:
+        source = "from the final model (fitted on all the run's labelled clips; this clip was outside its evaluation)"
+    note = f" ({md(why['note'])})" if why["note"] else ""
+    st.caption(f"p(incorrect) = {why['p_incorrect']:.2f} {source}{note}. Red shading under the traces: the "
+               "frames whose hiding moves the verdict most; red halos on the skeleton: the joints whose hiding "
+               "moves it most.")
+
+
+def explanation_overlay(why: dict | None) -> dict:
+    """clip_player's attention and joint_weights arguments drawn from an explanation ({} for none)."""
+    import numpy as np
+
+    from curation.landmarks import NAMES
+
+    if why is None:
+        return {}
+    return {"attention": np.asarray(why["frame_weights"]),
+            "joint_weights": np.array([why["joint_weights"][name] for name in NAMES])}
+
+
+def explanation(project: Project, run_id: str, clip: dict, show_skeleton: bool = True) -> dict | None:
+    """A run's explanation of one clip (a store.get_clip row), with its own player: the source line and p
+    (explanation_caption), the clip with the deciding frames shaded and joints haloed, and the top joints.
+    Returns the explanation, or None when the run cannot explain this clip (the reason shown instead)."""
+    why, reason = _explanation_or_reason(project, run_id, clip)
+    if why is None:
+        st.info(md(reason))
+        return None
+    explanation_caption(why)
+    video = store.get_video(project, clip["video_id"]) if clip.get("video_id") else None
+    exercise = next((e for e in store.list_exercises(project) if e["name"] == clip["exercise"]), None)
+    clip_player(project, clip, video, exercise["joints"] if exercise else [], show_skeleton,
+                **explanation_overlay(why))
+    if why["top_joints"]:
+        st.text("Joints the verdict rests on most: " + ", ".join(
+            f"{name.replace('_', ' ')} {why['joint_weights'][name]:.0%}" for name in why["top_joints"]))
+    return why
+
+
+def model_view(project: Project, clip: dict, key: str, run_id: str | None = None) -> dict:
+    """A "Model's view" toggle for the clip on screen, off by default (a coach judges before seeing the
+    model): when turned on, the explanation of run `run_id` (default the current run, model.choice) is
+    computed, its source line shown, and clip_player's overlay arguments returned for the page's own player;
+    otherwise {}."""
+    from model import choice
+
+    if not st.toggle("Model's view", key=key, help="Shade the frames and halo the joints the current model's "
+                     "verdict on this clip rests on (computed when turned on)."):
+        return {}
+    run_id = run_id or choice.current(project).run_id
+    if run_id is None:
+        st.caption("No model trained yet: train one on the Train page.")
+        return {}
+    why, reason = _explanation_or_reason(project, run_id, clip)
+    if why is None:
+        st.caption(md(reason))
+        return {}
+    explanation_caption(why)
+    return explanation_overlay(why)

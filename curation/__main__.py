@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
 from curation import jobs, store
 from curation.accounts import AccountError
-from curation.dataset import LAYOUTS, DatasetError, export_folder, import_folder
+from curation.dataset import LAYOUTS, DatasetError, export_folder, import_folder, import_zip
 from curation.project import Project, UnsafePath
 
 
@@ -28,29 +29,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", parents=[common], help="download or read videos, track pose, cut repetition clips")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="a video URL or a local video file")
     p.add_argument("--exercise", help="exercise shown in the videos (e.g. squat)")
-    sub.add_parser("stats", parents=[common], help="counts of videos, clips and labelled clips")
-    p = sub.add_parser("import", parents=[common], help="load a pose dataset folder (clips.csv + poses/*.npy)")
-    p.add_argument("folder", type=Path)
+    sub.add_parser("stats", parents=[common], help="counts of videos, clips and labelled clips, durations, "
+                   "resolutions, person and trimmed shares, complexity, seconds per verdict")
+    p = sub.add_parser("import", parents=[common], help="load a pose dataset folder (clips.csv + poses/*.npy) or a "
+                       ".zip of one; an export of a whole project goes into an empty project whole")
+    p.add_argument("folder", type=Path, help="the folder (or .zip) to import")
     p.add_argument("--layout", default="bp33", choices=sorted(LAYOUTS), help="keypoint layout of the arrays")
-    p = sub.add_parser("export", parents=[common], help="write the project's clips as a pose dataset folder")
-    p.add_argument("folder", type=Path)
+    p = sub.add_parser("export", parents=[common], help="write the project as a pose dataset folder, plus tables/ "
+                       "and files/ from which import rebuilds it whole (README.md in the folder)")
+    p.add_argument("folder", type=Path, help="a new or empty folder")
     sub.add_parser("worker", parents=[common], help="run queued background jobs (started by the app)")
-    p = sub.add_parser("passwd", parents=[common], help="set a coach's password in a password list (shared use)")
+    p = sub.add_parser("passwd", parents=[common], help="set a person's password in a password list (shared use)")
     p.add_argument("name")
     p.add_argument("--file", type=Path, required=True, help="the list the app reads from $FORMCHECK_PASSWORDS")
+    user_parser(sub, common)
     return parser
 
 
 def _ingest(project: Project, args: argparse.Namespace) -> tuple[object, int]:
-    from curation.pipeline import USER_ERRORS, ingest_source  # imports MediaPipe: only for this command
+    from curation.ingest import BadConfiguration
+    from curation.pipeline import USER_ERRORS, PipelineOptions, ingest_source  # imports MediaPipe: only here
 
+    try:
+        options = PipelineOptions()  # reads FORMCHECK_ALLOWED_HOSTS
+    except BadConfiguration as exc:
+        raise UsageError(str(exc)) from None
+    jobs.sweep(project)  # scratch folders of an ingest that was killed
     results = []
     for source in args.sources:
         def progress(fraction: float, message: str = "", _s=source) -> None:
             print(f"\r{_s[:40]}: {fraction:4.0%} {message[:50]:<50}", end="", file=sys.stderr, flush=True)
 
         try:
-            result = ingest_source(project, source, args.exercise, progress=progress)
+            result = ingest_source(project, source, args.exercise, options=options, progress=progress)
         except USER_ERRORS as exc:
             result = {"source": source, "video_id": None, "frames": 0, "fps": None, "person_share": None,
                       "trimmed_share": None, "clips": 0, "error": str(exc)}
@@ -72,12 +83,34 @@ def _stats(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     print(f"{s['videos']} videos, {s['clips']} clips, {s['labelled']} labelled")
     for name, entry in s["per_exercise"].items():
         print(f"  {name}: {entry['clips']} clips, {entry['labelled']} labelled")
+    print(f"{s['frames']} video frames, {s['labelled_frames']} in labelled clips; "
+          f"{s['video_seconds']['total']:.0f} s of video, clips {_number(s['clip_seconds']['median'], '.1f')} s "
+          f"(median)")
+    print(f"person in {_share(s['person_share']['overall'])} of the frames; trimmed {_share(s['trimmed_share']['overall'])}"
+          f" (automatic trim: {_share(s['trimmed_share']['automatic'])})")
+    for verdict, entry in s["seconds_per_verdict"].items():
+        if entry["n"]:
+            print(f"  {verdict}: {entry['n']} verdicts, median {entry['median']:.1f} s")
     return s, 0
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def _import(project: Project, args: argparse.Namespace) -> tuple[object, int]:
-    r = import_folder(project, args.folder, args.layout)
-    print(f"imported {r.added} of {r.clips} clips ({r.labelled} labelled); {r.skipped} already present")
+    if args.folder.is_file():
+        r = import_zip(project, args.folder, args.layout)
+    else:
+        r = import_folder(project, args.folder, args.layout)
+    if r.mode == "full":
+        print(f"restored the whole exported project: {r.clips} clips ({r.labelled} labelled)")
+    else:
+        print(f"imported {r.added} of {r.clips} clips ({r.labelled} labelled); {r.skipped} already present")
     return r.__dict__, 0
 
 
@@ -91,30 +124,134 @@ def _worker(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     return {"jobs": jobs.run_worker(project)}, 0
 
 
-def _passwd(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+def user_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """`user add|role|remove|list`: people and their roles in the project, for when sign-in is configured."""
+    from curation.accounts import ROLES
+
+    p = sub.add_parser("user", help="people who may sign in and their roles (viewer, coach, lead, admin)")
+    users = p.add_subparsers(dest="action", required=True)
+    listed = argparse.ArgumentParser(add_help=False)
+    listed.add_argument("--file", type=Path, help="the password list (default: $FORMCHECK_PASSWORDS)")
+    q = users.add_parser("add", parents=[common, listed],
+                         help="add a person (or change their role); with a password list, also set a password "
+                              "(typed, or one line on stdin)")
+    q.add_argument("name", help="their name (with OIDC: their e-mail address)")
+    q.add_argument("--role", default="coach", choices=ROLES)
+    q.add_argument("--no-password", action="store_true", help="only the role (OIDC, or a password set before)")
+    q = users.add_parser("role", parents=[common, listed], help="change a person's role")
+    q.add_argument("name")
+    q.add_argument("role", choices=ROLES)
+    q = users.add_parser("remove", parents=[common, listed], help="remove a person's role and password line")
+    q.add_argument("name")
+    users.add_parser("list", parents=[common, listed], help="everyone with a role or a password line")
+
+
+def _read_password() -> str:
     import getpass
 
-    from curation.accounts import set_password
-
-    password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
-    set_password(args.file, args.name, password)
-    print(f"password set for {args.name} in {args.file}")
-    return {"name": args.name}, 0
+    return getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
 
 
-COMMANDS = {"ingest": _ingest, "stats": _stats, "import": _import, "export": _export, "worker": _worker, "passwd": _passwd}
+def _passwd(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from curation.accounts import clean_name, cli_actor, set_password
+
+    name = clean_name(args.name)
+    set_password(args.file, name, _read_password())
+    store.record_audit(project, cli_actor(), "password set", name, {"file": str(args.file)})
+    print(f"password set for {name} in {args.file}")
+    return {"name": name}, 0
+
+
+def _user(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from curation import accounts
+
+    path = args.file or accounts.password_file()
+    actor = accounts.cli_actor()
+    if args.action == "add":
+        password = None if args.no_password or path is None else _read_password()
+        name = accounts.add_user(project, args.name, args.role, actor, password, path)
+        print(f"{name} is {args.role}" + (f", password set in {path}" if password is not None else ""))
+        return {"name": name, "role": args.role}, 0
+    if args.action == "role":
+        accounts.set_role(project, args.name, args.role, actor, path)
+        print(f"{args.name} is {args.role}")
+        return {"name": args.name, "role": args.role}, 0
+    if args.action == "remove":
+        accounts.remove_user(project, args.name, actor, path)
+        print(f"{args.name} removed")
+        return {"name": args.name}, 0
+    users = accounts.list_users(project, path)
+    for u in users:
+        print(f"{u['name']:<40} {u['role']:<7} {'password list' if u['on_password_list'] else ''}")
+    return users, 0
+
+
+COMMANDS = {"ingest": _ingest, "stats": _stats, "import": _import, "export": _export, "worker": _worker, "passwd": _passwd,
+            "user": _user}
+
+
+class UsageError(Exception):
+    """A fault in a command's input or surroundings (a setting, a path) that the user can fix: one line, exit 2."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts such as --k: a whole number of at least 1 (refused before any work)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _check_writable(path: str) -> None:
+    """Refuse an --json path that cannot be written before any work is done (by opening it, as the write will)."""
+    target = Path(path).expanduser()
+    existed = target.exists()
+    try:
+        with open(target, "a"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write --json {path}: {exc.strerror or exc}") from None
+    if not existed:
+        target.unlink(missing_ok=True)
+
+
+def _one_line(exc: BaseException, db_path: Path | None) -> str:
+    """The one line that says what went wrong, for the faults a user can meet: bad input, a damaged or foreign
+    database file, a full disk, a missing or unwritable path."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        text = str(exc)
+        if "not a database" in text or "malformed" in text:
+            return f"not a Formcheck project database: {db_path} ({text})"
+        if "disk is full" in text:
+            return f"the disk is full: {db_path} could not be written"
+        return f"database {db_path}: {text}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def run_command(args: argparse.Namespace, commands: dict, user_errors: tuple[type[Exception], ...]) -> int:
-    """Open the project, run the command, say a user's error in one line (exit 2), write --json if asked."""
+    """Open the project, run the command, write --json if asked; a user's fault is one line on stderr, exit 2.
+
+    The --json path is checked before the work starts, so a long run never ends in an unwritable path.
+    """
+    project = None
     try:
+        if getattr(args, "json", None):
+            _check_writable(args.json)
         project = Project.open(args.data)
         result, status = commands[args.command](project, args)
-    except (*user_errors, UnsafePath, store.StoreError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if getattr(args, "json", None):
+            try:
+                Path(args.json).expanduser().write_text(json.dumps(result, indent=2, default=str))
+            except OSError as exc:  # e.g. the disk filled up during the work
+                raise UsageError(f"cannot write --json {args.json}: {exc.strerror or exc}") from None
+    except (*user_errors, UsageError, UnsafePath, store.StoreError, sqlite3.DatabaseError, OSError) as exc:
+        print(f"error: {_one_line(exc, project.db_path if project else None)}", file=sys.stderr)
         return 2
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
     return status
 
 

@@ -108,8 +108,11 @@ def _row(exercise: str, criterion: str | None, matrix: list[list[str | None]], r
 def agreement_table(labels: list[dict], exercise_of: dict[str, str]) -> list[dict]:
     """Agreement between annotators per exercise: one row for the verdict, then one per criterion.
 
-    labels: rows of store.current_labels (clip_id, annotator, verdict, criteria {name: pass | fail}).
-    exercise_of: clip id -> exercise; labels of clips not in it (e.g. inactive clips) are left out.
+    labels: rows of store.current_labels (clip_id, annotator, verdict, criteria {name: pass | fail}, and the
+    exercise the label was made under). exercise_of: clip id -> exercise; labels of clips not in it (inactive
+    or excluded clips) are left out. A criterion is keyed by its exercise: the label's own exercise when it
+    names one (its criteria belong to that rubric), else the clip's; squat "depth" and push-up "depth" are
+    two rows, never pooled.
     Each row: exercise, criterion (None for the correct/incorrect verdict; criteria use pass/fail as
     categories, a criterion an annotator left blank is not rated), n_items (clips rated by >= 2
     annotators), n_raters (annotators with a rating on those clips), percent_agreement, kappa and method:
@@ -120,7 +123,7 @@ def agreement_table(labels: list[dict], exercise_of: dict[str, str]) -> list[dic
     for label in labels:
         exercise = exercise_of.get(label["clip_id"])
         if exercise is not None:
-            by_exercise.setdefault(exercise, []).append(label)
+            by_exercise.setdefault(label.get("exercise") or exercise, []).append(label)
     table = []
     for exercise, rows in sorted(by_exercise.items()):
         raters = sorted({r["annotator"] for r in rows})

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.client
 import ipaddress
 import os
 import re
 import shutil
 import socket
 import unicodedata
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,13 +20,14 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import yt_dlp
 import yt_dlp.utils
+from yt_dlp.networking._urllib import HTTPHandler, RedirectHandler, UrllibRH
 
 from curation.video import Cancelled, ffmpeg_exe, inspect_video
 
 __all__ = [
-    "Cancelled", "DownloadFailed", "Fetched", "IngestOptions", "UnsupportedSource", "YOUTUBE_HOSTS",
-    "canonical_url", "check_host_addresses", "clean_text", "download", "fetch_local", "is_url",
-    "js_runtimes", "source_key", "ytdlp_params",
+    "BadConfiguration", "Cancelled", "DownloadFailed", "Fetched", "IngestOptions", "UnsupportedSource",
+    "YOUTUBE_HOSTS", "canonical_url", "check_duration", "check_host_addresses", "clean_text", "content_key",
+    "download", "fetch_allowed", "fetch_local", "is_url", "js_runtimes", "source_key", "ytdlp_params",
 ]
 
 ProgressFn = Callable[[float], None]
@@ -36,6 +40,10 @@ YOUTUBE_HOSTS = (
     "youtube-nocookie.com", "www.youtube-nocookie.com",  # embed links (/embed/<id>) of the same videos
 )
 ENV_ALLOWED_HOSTS = "FORMCHECK_ALLOWED_HOSTS"
+# A YouTube link is served from more hosts than the one pasted: its player API on *.youtube.com and its media on
+# Google's video CDN (rrN---sn-xxxx.googlevideo.com). Requests of an ingest (each redirect included) may go to an
+# allowed host or to these domains and their subdomains, the latter on public addresses only.
+YOUTUBE_FETCH_DOMAINS = ("youtube.com", "youtube-nocookie.com", "googlevideo.com")
 
 # H.264 (avc1) at <= 720p first: yt-dlp otherwise prefers AV1/VP9, which the OpenCV wheels cannot decode
 # (normalise_video would re-encode them, slowly). `<=?` keeps formats whose height is unknown (direct files).
@@ -44,6 +52,8 @@ FORMAT = (
     "/bv*[height<=?720]+ba/b[height<=?720]/b"
 )
 PLAYLIST_REFUSED = "playlists are not expanded; paste one video's URL"
+# Protocols yt-dlp downloads itself (through the guarded request handler): plain files, HLS, DASH.
+NATIVE_PROTOCOLS = ("http", "https", "m3u8_native", "http_dash_segments")
 _YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{11}")
 _URLISH = re.compile(r"^(?:[a-z][a-z0-9+.-]+:|(?:www\.|m\.)?youtube\.com/|youtu\.be/)", re.I)
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -56,6 +66,10 @@ class UnsupportedSource(ValueError):
 
 class DownloadFailed(RuntimeError):
     """The source was accepted but fetching it failed (network, HTTP error, extractor error)."""
+
+
+class BadConfiguration(ValueError):
+    """A malformed setting (FORMCHECK_ALLOWED_HOSTS): the whole tool refuses to fetch until it is fixed."""
 
 
 def _normalise_host(entry: str) -> str:
@@ -103,7 +117,10 @@ class IngestOptions:
         env = os.environ if environ is None else environ
         extra = [h for h in env.get(ENV_ALLOWED_HOSTS, "").split(",") if h.strip()]
         hosts = overrides.pop("allowed_hosts", YOUTUBE_HOSTS)
-        return cls(allowed_hosts=(*hosts, *extra), **overrides)
+        try:
+            return cls(allowed_hosts=(*hosts, *extra), **overrides)
+        except ValueError as e:
+            raise BadConfiguration(f"{ENV_ALLOWED_HOSTS}: {e}") from None
 
     @property
     def trusted_hosts(self) -> frozenset[str]:
@@ -122,6 +139,17 @@ class Fetched:
     webpage_url: str = ""
     extractor: str = ""
     source: str = ""  # the canonical URL, or the resolved local path
+    channel: str = ""
+    channel_id: str = ""
+    upload_date: str = ""  # YYYY-MM-DD, '' when the source does not say
+    license: str = ""
+
+
+def upload_date(value: object) -> str:
+    """yt-dlp's upload_date (YYYYMMDD) as YYYY-MM-DD; '' for anything else."""
+    text = str(value or "")
+    return f"{text[:4]}-{text[4:6]}-{text[6:]}" if re.fullmatch(r"(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])", text) \
+        else ""
 
 
 def clean_text(value: object, limit: int = 200) -> str:
@@ -252,6 +280,11 @@ def source_key(source: str, options: IngestOptions | None = None) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def content_key(data: bytes | memoryview) -> str:
+    """The source key of a file's content held in memory (an upload): what `source_key` gives for its path."""
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
 def _local_file(source: str | os.PathLike) -> Path:
     try:
         path = Path(source).expanduser().resolve(strict=True)
@@ -268,13 +301,18 @@ def _new_name() -> str:
 
 def fetch_local(path: str | os.PathLike, dest_dir: str | os.PathLike,
                 options: IngestOptions = IngestOptions()) -> Fetched:
-    """Copy a local video (or an upload saved to disk) under dest_dir with a tool-made name."""
+    """Copy a local video (or an upload saved to disk) under dest_dir with a tool-made name.
+
+    Refused before anything is copied (UnsupportedSource, BadVideo): empty, over `max_bytes`, not a video,
+    longer than `max_duration_s` (the limit links have).
+    """
     src = _local_file(path)
     size = src.stat().st_size
     if size == 0:
         raise UnsupportedSource("file is empty")
     if size > options.max_bytes:
         raise UnsupportedSource(f"file is {_mb(size)}; the limit is {_mb(options.max_bytes)}")
+    check_duration(inspect_video(src).duration, options)  # before any copy, and long before pose tracking
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     suffix = src.suffix.lower() if re.fullmatch(r"\.[a-z0-9]{1,5}", src.suffix.lower()) else ""
@@ -336,6 +374,12 @@ def ytdlp_params(work_dir: Path, name: str, options: IngestOptions = IngestOptio
         "continuedl": False,
         "updatetime": False,
         "ignoreconfig": True,  # the Python API reads no config files anyway; stated for the reader
+        "proxy": "",  # never a proxy from the environment: every connection is checked against the allowlist
+        # Only yt-dlp's own downloaders, whose requests pass the allowlist guard; ffmpeg would fetch by itself
+        # (following redirects unchecked), so if yt-dlp still delegates to it, ffmpeg may read local files only.
+        "external_downloader": {"default": "native"},
+        "hls_prefer_native": True,
+        "external_downloader_args": {"ffmpeg_i": ["-protocol_whitelist", "file,crypto,data"]},
         "cookiefile": None,
         "quiet": True,
         "noprogress": True,
@@ -372,6 +416,12 @@ class _Hook:
             self.progress(min(1.0, (self.done_parts + got / total) / self.parts))
 
 
+def check_duration(seconds: float, options: IngestOptions = IngestOptions()) -> None:
+    """The one duration limit of links, files and uploads: UnsupportedSource over `max_duration_s`."""
+    if seconds > options.max_duration_s:
+        raise UnsupportedSource(f"video is {_minutes(seconds)} long; the limit is {_minutes(options.max_duration_s)}")
+
+
 def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
 
@@ -390,15 +440,14 @@ def _ytdlp_message(e: yt_dlp.utils.YoutubeDLError) -> str:
     return clean_text(text, 300)
 
 
-def _check_info(info: dict, options: IngestOptions) -> None:
+def _check_info(info: dict, options: IngestOptions, guard: _RequestGuard | None = None) -> None:
     """Refuse before downloading: playlists, live streams, over-long or over-large videos, odd media URLs."""
     if info.get("_type") in ("playlist", "multi_video"):
         raise UnsupportedSource(PLAYLIST_REFUSED)
     if info.get("is_live") or info.get("live_status") in ("is_live", "is_upcoming", "post_live"):
         raise UnsupportedSource("live streams are not supported; wait until the recording is published")
-    duration = info.get("duration")
-    if duration and duration > options.max_duration_s:
-        raise UnsupportedSource(f"video is {_minutes(duration)} long; the limit is {_minutes(options.max_duration_s)}")
+    if info.get("duration"):
+        check_duration(info["duration"], options)
     formats = info.get("requested_formats") or [info]
     size = sum((f.get("filesize") or f.get("filesize_approx") or 0) for f in formats)
     if size > options.max_bytes:
@@ -408,7 +457,148 @@ def _check_info(info: dict, options: IngestOptions) -> None:
         scheme = urlsplit(media).scheme
         if scheme not in ("http", "https"):
             raise UnsupportedSource(f"the video's media link uses {scheme or 'no'} scheme, not http(s); refused")
+        if f.get("protocol") not in NATIVE_PROTOCOLS:
+            raise UnsupportedSource(f"the video is offered only as {clean_text(f.get('protocol'), 40)}, which the "
+                                    "tool does not download")
+        (guard or _RequestGuard(options)).check_url(media, "the video's media link")
         check_host_addresses(media, options)
+
+
+def fetch_allowed(host: str, options: IngestOptions = IngestOptions()) -> bool:
+    """Whether a request may go to this (normalised) host: an allowed host, or YouTube's page and media domains."""
+    return host in options.allowed_hosts or any(host == d or host.endswith("." + d) for d in YOUTUBE_FETCH_DOMAINS)
+
+
+class _RequestGuard:
+    """The allowlist applied to every request of one download, hop by hop, before anything is sent.
+
+    yt-dlp follows redirects inside its request handler and its downloaders open their own requests, so the
+    check sits where every request passes: the URL of each request and of each redirect's Location, and
+    the address of each TCP connection (resolved here, then connected to the checked address, so a name
+    that changes its answer between the check and the connection cannot slip through). The first refusal
+    is kept: yt-dlp wraps errors raised inside its handlers into its own messages.
+    """
+
+    def __init__(self, options: IngestOptions) -> None:
+        self.options = options
+        self.refused: str | None = None
+
+    def _refuse(self, message: str) -> None:
+        self.refused = self.refused or message
+        raise UnsupportedSource(message)
+
+    def check_url(self, url: str, what: str = "a request") -> None:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https"):
+            self._refuse(f"{what} uses {parts.scheme or 'no'} scheme, not http(s); refused")
+        try:
+            host = _normalise_host(parts.hostname or "")
+        except ValueError:
+            host = clean_text(parts.netloc, 80)
+        if not fetch_allowed(host, self.options):
+            self._refuse(f"{what} goes to {host}, which is not an allowed host; refused")
+
+    def connect(self, address: tuple, timeout: object = socket._GLOBAL_DEFAULT_TIMEOUT,
+                source_address: tuple | None = None) -> socket.socket:
+        """http.client's `_create_connection`: only to allowed hosts at permitted addresses."""
+        host, port = address[0], address[1]
+        try:
+            host = _normalise_host(host)
+        except ValueError:
+            self._refuse(f"not a valid host: {clean_text(host, 80)!r}")
+        if not fetch_allowed(host, self.options):
+            self._refuse(f"a connection to {host}, which is not an allowed host; refused")
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+        except socket.gaierror as e:
+            raise OSError(f"cannot resolve {host}: {e.strerror}") from e
+        addresses = [sockaddr[0].split("%")[0] for *_, sockaddr in infos]
+        if host not in self.options.trusted_hosts:
+            for ip in addresses:
+                if kind := _non_public_kind(ipaddress.ip_address(ip)):
+                    self._refuse(f"{host} resolves to a {kind} address ({ip}); refused")
+        error: OSError = OSError(f"cannot connect to {host}")
+        for ip in dict.fromkeys(addresses):
+            try:
+                return socket.create_connection((ip, port), timeout, source_address)
+            except OSError as e:
+                error = e
+        raise error
+
+
+class _GuardedHTTPHandler(HTTPHandler):
+    """yt-dlp's HTTP handler whose connections go through the guard (no SOCKS: proxies are never used)."""
+
+    def __init__(self, guard: _RequestGuard, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.guard = guard
+
+    def _connection(self, http_class: type, *args: object, **kwargs: object) -> http.client.HTTPConnection:
+        conn = http_class(*args, **kwargs)
+        conn._create_connection = self.guard.connect
+        if self._source_address is not None:
+            conn.source_address = (self._source_address, 0)
+        return conn
+
+    def http_open(self, req: urllib.request.Request) -> object:
+        return self.do_open(functools.partial(self._connection, http.client.HTTPConnection), req)
+
+    def https_open(self, req: urllib.request.Request) -> object:
+        return self.do_open(functools.partial(self._connection, http.client.HTTPSConnection), req,
+                            context=self._context)
+
+
+class _GuardedRedirectHandler(RedirectHandler):
+    """Checks each redirect's target before following it (no request at all to a refused target)."""
+
+    def __init__(self, guard: _RequestGuard) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
+        self.guard.check_url(newurl, f"a redirect ({code}) from {clean_text(urlsplit(req.full_url).hostname, 80)}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class _GuardedUrllibRH(UrllibRH):
+    """yt-dlp's urllib request handler reduced to http(s) without proxies, with the guard on every hop."""
+
+    _SUPPORTED_URL_SCHEMES = ("http", "https")
+
+    def __init__(self, *, guard: _RequestGuard, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.guard = guard
+
+    def _create_instance(self, proxies, cookiejar, legacy_ssl_support=None):  # noqa: ANN001 (yt-dlp's signature)
+        opener = urllib.request.OpenerDirector()  # no ProxyHandler, file, data or ftp handler: none is wanted
+        for handler in (
+            _GuardedHTTPHandler(self.guard, debuglevel=int(bool(self.verbose)), source_address=self.source_address,
+                                context=self._make_sslcontext(legacy_ssl_support=legacy_ssl_support)),
+            urllib.request.HTTPCookieProcessor(cookiejar),
+            urllib.request.UnknownHandler(),
+            urllib.request.HTTPDefaultErrorHandler(),
+            urllib.request.HTTPErrorProcessor(),
+            _GuardedRedirectHandler(self.guard),
+        ):
+            opener.add_handler(handler)
+        opener.addheaders = []
+        return opener
+
+    def _send(self, request):  # noqa: ANN001 (yt-dlp's signature)
+        self.guard.check_url(request.url)
+        return super()._send(request)
+
+
+class _GuardedYoutubeDL(yt_dlp.YoutubeDL):
+    """YoutubeDL whose only request handler is the guarded one (extraction, downloads, HLS fragments)."""
+
+    def __init__(self, params: dict, guard: _RequestGuard) -> None:
+        self.guard = guard
+        super().__init__(params)
+
+    @functools.cached_property
+    def _request_director(self):  # noqa: ANN202 (yt-dlp's RequestDirector)
+        return self.build_request_director([functools.partial(_GuardedUrllibRH, guard=self.guard)])
 
 
 def download(url: str, dest_dir: str | os.PathLike, options: IngestOptions = IngestOptions(),
@@ -428,31 +618,33 @@ def download(url: str, dest_dir: str | os.PathLike, options: IngestOptions = Ing
     name = _new_name()
     work = dest_dir / f".download-{name}"
     work.mkdir()
-    hook, log = _Hook(options, progress, cancelled), _Log()
+    hook, log, guard = _Hook(options, progress, cancelled), _Log(), _RequestGuard(options)
     try:
-        with yt_dlp.YoutubeDL(ytdlp_params(work, name, options, hook, log)) as ydl:
+        with _GuardedYoutubeDL(ytdlp_params(work, name, options, hook, log), guard) as ydl:
             try:
                 info = ydl.extract_info(canonical, download=False)
-                _check_info(info, options)
+                _check_info(info, options, guard)
                 if cancelled and cancelled():
                     raise Cancelled()
                 hook.parts = len(info.get("requested_formats") or ()) or 1
                 info = ydl.process_ie_result(info, download=True)
             except yt_dlp.utils.YoutubeDLError as e:
+                if guard.refused:  # a hop the guard refused, said plainly rather than in yt-dlp's wrapping
+                    raise UnsupportedSource(guard.refused) from e
                 message = _ytdlp_message(e)
                 if message.startswith("Unsupported URL"):
                     raise UnsupportedSource(f"no video found at {canonical} (the page is not a video file)") from e
                 raise DownloadFailed(f"download failed: {message}") from e
         produced = [Path(d["filepath"]) for d in info.get("requested_downloads") or () if d.get("filepath")]
         produced = [p for p in produced if p.is_file() and p.resolve().parent == work.resolve()]
+        if guard.refused:  # yt-dlp may log a failed fragment and go on: a refused hop fails the download
+            raise UnsupportedSource(guard.refused)
         if not produced:
             if any("larger than max-filesize" in line for line in log.lines):
                 raise UnsupportedSource(f"video is larger than the {_mb(options.max_bytes)} limit")
             raise DownloadFailed("download produced no file")
         video = inspect_video(produced[0])
-        if video.duration > options.max_duration_s:
-            raise UnsupportedSource(f"video is {_minutes(video.duration)} long; the limit is "
-                                    f"{_minutes(options.max_duration_s)}")
+        check_duration(video.duration, options)
         suffix = produced[0].suffix.lower() if re.fullmatch(r"\.[a-z0-9]{1,5}", produced[0].suffix.lower()) else ""
         final = dest_dir / f"{name}{suffix}"
         os.replace(produced[0], final)
@@ -469,4 +661,8 @@ def download(url: str, dest_dir: str | os.PathLike, options: IngestOptions = Ing
         webpage_url=page if urlsplit(page).scheme in ("http", "https") else canonical,
         extractor=clean_text(info.get("extractor_key") or info.get("extractor"), 40),
         source=canonical,
+        channel=clean_text(info.get("channel"), 100),
+        channel_id=clean_text(info.get("channel_id"), 80),
+        upload_date=upload_date(info.get("upload_date")),
+        license=clean_text(info.get("license"), 100),
     )

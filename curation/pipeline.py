@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +32,13 @@ class NoMovement(ValueError):
     """The video has no span of movement long enough to make a clip."""
 
 
+class DuplicateSource(ValueError):
+    """The source is being ingested right now by another job or command."""
+
+
 # Failures a user can cause: reported as the source's one-line error, never as a crash.
-USER_ERRORS = (UnsupportedSource, DownloadFailed, BadVideo, UnreadableVideo, NoPersonDetected, NoMovement)
+USER_ERRORS = (UnsupportedSource, DownloadFailed, BadVideo, UnreadableVideo, NoPersonDetected, NoMovement,
+               DuplicateSource)
 
 
 @dataclass(frozen=True)
@@ -74,12 +81,15 @@ def ingest_source(
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
     title: str | None = None,
+    work_dir: Path | None = None,
 ) -> dict:
     """Ingest one source; returns the result of design.md 4.2 (`error` None). Raises USER_ERRORS or Cancelled.
 
-    Idempotent: a source ingested before returns its existing video with `existing` true and adds nothing.
-    Files are written atomically and all rows in one transaction at the end, so an interrupted run leaves
-    no rows and at most files that the next run for the same source overwrites.
+    Idempotent: a source ingested before returns its existing video with `existing` true and adds nothing, and
+    a source another ingest is working on is refused at once (DuplicateSource). Every intermediate file
+    (download, normalised video, pose track) is written in a scratch folder under `work_dir` (default
+    project/work; a job passes its own folder) and moved into videos/ and poses/ just before the one
+    transaction that adds the rows, so an interrupted run leaves no rows and nothing outside that folder.
     """
     options = options or PipelineOptions()
     report = progress or (lambda fraction, message="": None)
@@ -93,14 +103,31 @@ def ingest_source(
     existing = store.find_video(project, key)
     if existing is not None:
         return _result(source, existing, existing["clips"], existing=True)
+    owner = f"pid {os.getpid()}"  # a worker runs one job at a time, so its process stands for the job
+    if not store.claim_source(project, key, owner):
+        raise DuplicateSource("this video is already being added by another job; it appears in the project "
+                              "when that job ends")
+    try:
+        existing = store.find_video(project, key)  # added by an ingest that ended between the two looks
+        if existing is not None:
+            return _result(source, existing, existing["clips"], existing=True)
+        return _ingest_new(project, source, key, exercise, options, report, check, stop, title,
+                           work_dir or project.work)
+    finally:
+        store.release_source(project, key, owner)
 
+
+def _ingest_new(project: Project, source: str, key: str, exercise: str | None, options: PipelineOptions,
+                report: Progress, check: Callable[[], None], stop: Callable[[], bool], title: str | None,
+                work_dir: Path) -> dict:
     video_id = video_id_for(key)
-    scratch = project.work / f"{video_id}.part"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    # "ingest-<pid>-": a folder whose process is gone is a leftover (jobs.sweep removes it).
+    scratch = Path(tempfile.mkdtemp(prefix=f"ingest-{os.getpid()}-", dir=work_dir))
     video_path = project.videos / f"{video_id}.mp4"
     pose_path = project.poses / f"{video_id}.npz"
     done = False
     try:
-        scratch.mkdir(parents=True, exist_ok=True)
         report(0.0, "fetching")
         if is_url(source):
             fetched = download(
@@ -108,14 +135,14 @@ def ingest_source(
                 progress=lambda f: report(0.2 * f, "downloading"), cancelled=stop,
             )
         else:
-            fetched = fetch_local(Path(source), scratch)
+            fetched = fetch_local(Path(source), scratch, options.ingest)
         check()
         report(0.2, "normalising video")
-        info = normalise_video(fetched.path, video_path, options.normalise)
+        info = normalise_video(fetched.path, scratch / "video.mp4", options.normalise, cancelled=stop)
         check()
         report(0.3, "tracking pose")
         track = extract_pose_parallel(
-            video_path, options.pose, workers=options.pose_workers,
+            scratch / "video.mp4", options.pose, workers=options.pose_workers,
             progress=lambda d, t: report(0.3 + 0.6 * d / max(t, 1), f"tracking pose: frame {d} of {t}"),
             cancelled=stop,
         )
@@ -124,7 +151,7 @@ def ingest_source(
                 f"a person was found in only {track.person_share:.0%} of the frames "
                 f"(at least {options.min_person_share:.0%} needed): is an athlete in full view?"
             )
-        save_track(track, pose_path)
+        save_track(track, scratch / "pose.npz")
         report(0.9, "finding repetitions")
         aspect = info.width / info.height
         trim = find_movement(track.landmarks, track.fps, motion=track.motion, options=options.trim, aspect=aspect)
@@ -151,6 +178,14 @@ def ingest_source(
             "source": source,
             "title": (title or fetched.title or "")[:300],
             "uploader": (fetched.uploader or "")[:200],
+            # Provenance as the source reports it (cleaned by ingest); a file's is its name and sha256 (source
+            # and source_key).
+            "channel": fetched.channel,
+            "channel_id": fetched.channel_id,
+            "upload_date": fetched.upload_date,
+            "duration": fetched.duration if fetched.duration is not None else track.frames / track.fps,
+            "license": fetched.license,
+            "webpage_url": fetched.webpage_url,
             "exercise": exercise or "unknown",
             "video_path": project.relative(video_path),
             "pose_path": project.relative(pose_path),
@@ -163,7 +198,9 @@ def ingest_source(
             "group_name": video_id,
         }
         check()
-        store.add_video(project, video, clips)
+        os.replace(scratch / "video.mp4", video_path)
+        os.replace(scratch / "pose.npz", pose_path)
+        store.add_video(project, video, clips, removed=trim.removed)
         done = True
         report(1.0, f"{len(clips)} clips")
         return _result(source, video, len(clips), existing=False)
@@ -179,13 +216,10 @@ def ingest_job(project: Project, params: dict, progress: Progress, cancelled: Ca
     # Another job running at the same time already has the second core.
     workers = 1 if len(store.running_jobs(project)) > 1 else 2
     try:
+        # The worker points the temp dir at the job's own folder (jobs.run_job), removed when the job ends.
         return ingest_source(
             project, params["source"], params.get("exercise"), options=PipelineOptions(pose_workers=workers),
-            progress=progress, cancelled=cancelled, title=params.get("title"),
+            progress=progress, cancelled=cancelled, title=params.get("title"), work_dir=Path(tempfile.gettempdir()),
         )
     except USER_ERRORS as exc:
         raise JobFailed(str(exc)) from exc
-    finally:
-        upload = params.get("upload")
-        if upload:  # the page saved this file for the job alone
-            project.path(upload).unlink(missing_ok=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import statistics
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -220,31 +222,199 @@ def m002_annotators_claims_edits(conn: sqlite3.Connection) -> None:
 @migration
 def m003_label_lineage(conn: sqlite3.Connection) -> None:
     """Clip edits as events, labels that follow their frames, exclusions, exercise changes (issue 9)."""
+    _script(
+        conn,
+        """
+        -- The frames a label event judged and the clip's exercise then (its criteria's rubric); NULL for events
+        -- made before m003 (see _on_frames).
+        ALTER TABLE label_events ADD COLUMN start_frame INTEGER;
+        ALTER TABLE label_events ADD COLUMN end_frame INTEGER;
+        ALTER TABLE label_events ADD COLUMN exercise TEXT;
+        ALTER TABLE clip_edits ADD COLUMN undoes INTEGER REFERENCES clip_edits(id);
+        CREATE INDEX clip_edits_clip ON clip_edits(clip_id);
+        CREATE TABLE clip_parents (                    -- lineage: clips made by a split or a merge
+            clip_id TEXT NOT NULL REFERENCES clips(id),
+            parent_id TEXT NOT NULL REFERENCES clips(id),
+            edit_id INTEGER NOT NULL REFERENCES clip_edits(id),
+            PRIMARY KEY (clip_id, parent_id)
+        );
+        CREATE INDEX clip_parents_parent ON clip_parents(parent_id);
+        CREATE TABLE exclusions (                      -- append-only: the latest event of a clip or video rules
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            clip_id TEXT REFERENCES clips(id),
+            video_id TEXT REFERENCES videos(id),
+            action TEXT NOT NULL CHECK (action IN ('exclude', 'restore')),
+            reason TEXT NOT NULL DEFAULT '',
+            annotator TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            CHECK ((clip_id IS NULL) != (video_id IS NULL))
+        );
+        CREATE INDEX exclusions_clip ON exclusions(clip_id);
+        CREATE INDEX exclusions_video ON exclusions(video_id);
+        CREATE VIEW excluded_clips AS                  -- excluded by itself or with its whole video
+            SELECT c.id AS clip_id FROM clips c
+            WHERE c.id IN (SELECT clip_id FROM exclusions WHERE action = 'exclude' AND id IN (
+                              SELECT max(id) FROM exclusions WHERE clip_id IS NOT NULL GROUP BY clip_id))
+               OR c.video_id IN (SELECT video_id FROM exclusions WHERE action = 'exclude' AND id IN (
+                              SELECT max(id) FROM exclusions WHERE video_id IS NOT NULL GROUP BY video_id))
+        """,
+    )
 
 
 @migration
 def m004_rubric_provenance(conn: sqlite3.Connection) -> None:
     """Versioned rubric, video provenance and athlete, trimmed spans (issue 9)."""
+    _script(
+        conn,
+        """
+        -- title: the name shown ('' = the key); position: order within the exercise; retired: no longer
+        -- offered to coaches (labels that used it keep it)
+        ALTER TABLE criteria ADD COLUMN title TEXT NOT NULL DEFAULT '';
+        ALTER TABLE criteria ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE criteria ADD COLUMN retired INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE rubric_events (                   -- append-only; criteria and exercises.joints follow from it
+            id INTEGER PRIMARY KEY AUTOINCREMENT,      -- the rubric version: a label made at time t used the
+                                                       -- events created up to t
+            exercise TEXT NOT NULL REFERENCES exercises(name) ON UPDATE CASCADE,
+            criterion TEXT,                            -- the criterion's key (stable: label JSON uses it)
+            action TEXT NOT NULL CHECK (action IN ('add', 'rename', 'describe', 'reorder', 'retire', 'restore',
+                                                   'joints', 'undo')),
+            detail TEXT NOT NULL DEFAULT '{}',         -- JSON: title, description, order or joints
+            undoes INTEGER REFERENCES rubric_events(id),
+            annotator TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX rubric_events_exercise ON rubric_events(exercise, id);
+        -- Provenance as the source reports it (untrusted text, cleaned by ingest): upload_date YYYY-MM-DD,
+        -- duration in seconds, webpage_url the original page ('' for files), '' where unknown. athlete: who is
+        -- filmed, set by coaches ('' unknown).
+        ALTER TABLE videos ADD COLUMN channel TEXT NOT NULL DEFAULT '';
+        ALTER TABLE videos ADD COLUMN channel_id TEXT NOT NULL DEFAULT '';
+        ALTER TABLE videos ADD COLUMN upload_date TEXT NOT NULL DEFAULT '';
+        ALTER TABLE videos ADD COLUMN duration REAL;
+        ALTER TABLE videos ADD COLUMN license TEXT NOT NULL DEFAULT '';
+        ALTER TABLE videos ADD COLUMN webpage_url TEXT NOT NULL DEFAULT '';
+        ALTER TABLE videos ADD COLUMN athlete TEXT NOT NULL DEFAULT '';
+        CREATE TABLE video_events (                    -- append-only edits of a video's fields (the athlete)
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            video_id TEXT NOT NULL REFERENCES videos(id),
+            field TEXT NOT NULL CHECK (field IN ('athlete')),
+            value TEXT NOT NULL,
+            previous TEXT NOT NULL,
+            undoes INTEGER REFERENCES video_events(id),
+            annotator TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX video_events_video ON video_events(video_id, id);
+        CREATE TABLE trim_spans (                      -- what the automatic trim removed, and why
+            video_id TEXT NOT NULL REFERENCES videos(id),
+            start_frame INTEGER NOT NULL,
+            end_frame INTEGER NOT NULL,                -- exclusive
+            reason TEXT NOT NULL,                      -- no person | still | talking head
+            PRIMARY KEY (video_id, start_frame),
+            CHECK (end_frame > start_frame)
+        );
+        CREATE TABLE trim_events (                     -- append-only review of the trim: restore or remove a span
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            video_id TEXT NOT NULL REFERENCES videos(id),
+            action TEXT NOT NULL CHECK (action IN ('restore', 'remove', 'undo')),
+            start_frame INTEGER,
+            end_frame INTEGER,
+            clips TEXT NOT NULL DEFAULT '[]',          -- JSON: clip ids made (restore) or taken out (remove)
+            undoes INTEGER REFERENCES trim_events(id),
+            annotator TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX trim_events_video ON trim_events(video_id, id)
+        """,
+    )
+    # The rubric as it stands becomes its first version: one event per exercise's joints and per criterion,
+    # dated as early as the project's first record so that labels made before this migration find it.
+    stamp = conn.execute("SELECT min(t) FROM (SELECT min(created_at) AS t FROM label_events UNION ALL "
+                         "SELECT min(created_at) FROM clips UNION ALL SELECT ?)", (now(),)).fetchone()[0]
+    for name, joints in conn.execute("SELECT name, joints FROM exercises ORDER BY name").fetchall():
+        conn.execute("INSERT INTO rubric_events (exercise, action, detail, annotator, created_at) "
+                     "VALUES (?, 'joints', ?, 'catalogue', ?)", (name, json.dumps({"joints": json.loads(joints)}), stamp))
+    rows = conn.execute("SELECT id, exercise, name, description FROM criteria ORDER BY exercise, id").fetchall()
+    position: dict[str, int] = {}
+    for crit_id, exercise, name, description in rows:
+        position[exercise] = position.get(exercise, -1) + 1
+        conn.execute("UPDATE criteria SET position = ? WHERE id = ?", (position[exercise], crit_id))
+        conn.execute("INSERT INTO rubric_events (exercise, criterion, action, detail, annotator, created_at) "
+                     "VALUES (?, ?, 'add', ?, 'catalogue', ?)",
+                     (exercise, name, json.dumps({"title": "", "description": description}), stamp))
 
 
 @migration
 def m005_exchange(conn: sqlite3.Connection) -> None:
     """What the lossless dataset exchange needs (frame size of imported clips...) (issues 9, 10)."""
+    _script(
+        conn,
+        """
+        -- pixels of the source frame of a clip imported without a video (NULL: its video's size, or unknown)
+        ALTER TABLE clips ADD COLUMN width INTEGER;
+        ALTER TABLE clips ADD COLUMN height INTEGER
+        """,
+    )
 
 
 @migration
 def m006_accounts_audit(conn: sqlite3.Connection) -> None:
     """Accounts, roles, the admin audit log (issue 10)."""
+    _script(
+        conn,
+        """
+        CREATE TABLE accounts (                        -- roles when sign-in is configured (curation.accounts)
+            name TEXT PRIMARY KEY,                     -- the password list's name, or the OIDC e-mail address
+            role TEXT NOT NULL CHECK (role IN ('viewer', 'coach', 'lead', 'admin')),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE audit (                           -- every admin action: who, what, when (append-only)
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,                       -- an account name, a local coach or "local", `cli:<login>`
+            action TEXT NOT NULL,
+            target TEXT NOT NULL DEFAULT '',
+            detail TEXT NOT NULL DEFAULT '{}'          -- JSON
+        );
+        CREATE INDEX audit_at ON audit(at)
+        """,
+    )
 
 
 @migration
 def m007_jobs(conn: sqlite3.Connection) -> None:
     """Job liveness and temporary files (issue 10)."""
+    _script(
+        conn,
+        """
+        CREATE TABLE source_claims (                 -- a source being ingested now: a second ingest stops at once
+            source_key TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,                       -- "job <id>" or "pid <n>" (command line)
+            pid INTEGER NOT NULL,                      -- the holder; a claim of a dead process is taken over
+            claimed_at TEXT NOT NULL
+        );
+        CREATE INDEX jobs_running ON jobs(status, heartbeat_at)
+        """,
+    )
 
 
 @migration
 def m008_runs(conn: sqlite3.Connection) -> None:
     """Promoted runs and model choices (issue 11)."""
+    _script(
+        conn,
+        """
+        CREATE TABLE run_promotions (                  -- append-only: the last row says which run scores
+            id INTEGER PRIMARY KEY AUTOINCREMENT,      -- suggestions (model.choice)
+            run_id TEXT,                               -- NULL: the promotion withdrawn, the best run again
+            annotator TEXT NOT NULL,
+            note TEXT NOT NULL DEFAULT '',             -- untrusted text
+            created_at TEXT NOT NULL
+        )
+        """,
+    )
 
 
 def _script(conn: sqlite3.Connection, sql: str) -> None:
@@ -284,45 +454,65 @@ def _rows(conn: sqlite3.Connection, sql: str, params: Any = ()) -> list[dict]:
 # ---------------------------------------------------------------- exercises and criteria
 
 
-def list_exercises(project: Project) -> list[dict]:
-    """Every exercise with its joints (list) and criteria (list of {name, description})."""
+def list_exercises(project: Project, include_retired: bool = False) -> list[dict]:
+    """Every exercise with its joints (list) and criteria in the rubric's order (see criteria_of; retired ones
+    only when include_retired)."""
     with connect(project) as db:
         exercises = _rows(db.conn, "SELECT * FROM exercises ORDER BY name")
-        criteria = _rows(db.conn, "SELECT exercise, name, description FROM criteria ORDER BY id")
+        criteria = _rows(db.conn, _CRITERIA_SQL.format(where="(:all OR NOT retired)"), {"all": include_retired})
     for ex in exercises:
         ex["joints"] = json.loads(ex["joints"])
-        ex["criteria"] = [{"name": c["name"], "description": c["description"]} for c in criteria if c["exercise"] == ex["name"]]
+        ex["criteria"] = [_criterion(c) for c in criteria if c["exercise"] == ex["name"]]
     return exercises
 
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9 _-]{0,39}$")
 
 
-def add_exercise(project: Project, name: str, description: str = "", joints: list[str] | None = None) -> str:
-    """Add an exercise to the catalogue (coaches extend it); returns its key."""
+def exercise_key(name: str) -> str:
+    """An exercise name as stored (lowercase, single spaces), or StoreError: the one check of the editor and
+    of imports, so that no name reaches a page that the editor would refuse."""
     name = " ".join((name or "").lower().split())
     if not NAME.match(name):
         raise StoreError("an exercise name is 1-40 lowercase letters, digits, spaces, - or _")
+    return name
+
+
+def criterion_key(name: str) -> str:
+    """A criterion name as stored (lowercase, underscores), or StoreError (the editor's and imports' check)."""
+    key = "_".join((name or "").lower().split())
+    if not re.match(r"^[a-z0-9_]{1,40}$", key):
+        raise StoreError("a criterion name is 1-40 letters, digits or underscores")
+    return key
+
+
+def add_exercise(project: Project, name: str, description: str = "", joints: list[str] | None = None) -> str:
+    """Add an exercise to the catalogue (coaches extend it); returns its key."""
+    name = exercise_key(name)
     with connect(project) as db, transaction(db) as conn:
         if conn.execute("SELECT 1 FROM exercises WHERE name = ?", (name,)).fetchone():
             raise StoreError(f"exercise {name!r} exists already")
         conn.execute("INSERT INTO exercises (name, description, joints) VALUES (?, ?, ?)",
                      (name, (description or "").strip()[:300], json.dumps(list(joints or []))))
+        _record_rubric(conn, name, None, "joints", {"joints": list(joints or [])}, "catalogue")
     return name
 
 
-def add_criterion(project: Project, exercise: str, name: str, description: str = "") -> str:
-    """Add a biomechanical criterion to an exercise; returns its key (lowercase, underscores)."""
-    key = "_".join((name or "").lower().split())
-    if not re.match(r"^[a-z0-9_]{1,40}$", key):
-        raise StoreError("a criterion name is 1-40 letters, digits or underscores")
+def add_criterion(project: Project, exercise: str, name: str, description: str = "",
+                  annotator: str = "catalogue") -> str:
+    """Add a biomechanical criterion to an exercise (last in its order, as a rubric event); returns its key
+    (lowercase, underscores), which labels use for good: renaming changes the title shown, not the key."""
+    key = criterion_key(name)
     with connect(project) as db, transaction(db) as conn:
         if not conn.execute("SELECT 1 FROM exercises WHERE name = ?", (exercise,)).fetchone():
             raise StoreError(f"no exercise {exercise!r}")
-        if conn.execute("SELECT 1 FROM criteria WHERE exercise = ? AND name = ?", (exercise, key)).fetchone():
-            raise StoreError(f"{exercise} has a criterion {key!r} already")
-        conn.execute("INSERT INTO criteria (exercise, name, description) VALUES (?, ?, ?)",
-                     (exercise, key, (description or "").strip()[:300]))
+        row = conn.execute("SELECT retired FROM criteria WHERE exercise = ? AND name = ?", (exercise, key)).fetchone()
+        if row:
+            hint = " (retired: restore it instead)" if row[0] else ""
+            raise StoreError(f"{exercise} has a criterion {key!r} already{hint}")
+        _check_title(conn, exercise, key, key)
+        _record_rubric(conn, exercise, key, "add", {"title": "", "description": _one_line(description, 300)},
+                       annotator)
     return key
 
 
@@ -331,8 +521,12 @@ def ensure_exercise(conn: sqlite3.Connection, name: str) -> None:
     conn.execute("INSERT OR IGNORE INTO exercises (name) VALUES (?)", (name,))
 
 
-def ensure_criteria(conn: sqlite3.Connection, exercise: str, names: list[str]) -> None:
-    conn.executemany("INSERT OR IGNORE INTO criteria (exercise, name) VALUES (?, ?)", [(exercise, n) for n in names])
+def ensure_criteria(conn: sqlite3.Connection, exercise: str, names: list[str], annotator: str = "import") -> None:
+    """Add criteria met in imported labels (as rubric events, so that the rubric's history holds them)."""
+    known = {r[0] for r in conn.execute("SELECT name FROM criteria WHERE exercise = ?", (exercise,))}
+    for name in dict.fromkeys(names):
+        if name not in known:
+            _record_rubric(conn, exercise, name, "add", {"title": "", "description": ""}, annotator)
 
 
 # ---------------------------------------------------------------- videos and clips
@@ -350,19 +544,24 @@ def find_video(project: Project, source_key: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def add_video(project: Project, video: dict, clips: list[dict]) -> None:
-    """Insert a video and all its clips in one transaction: a killed worker leaves either all or nothing."""
+def add_video(project: Project, video: dict, clips: list[dict],
+              removed: list[tuple[int, int, str]] = ()) -> None:
+    """Insert a video, all its clips and the spans the trim removed (start, end, reason) in one transaction:
+    a killed worker leaves either all or nothing."""
     stamp = now()
     with connect(project) as db, transaction(db) as conn:
         if video.get("exercise"):
             ensure_exercise(conn, video["exercise"])
         _insert(conn, "videos", [{**video, "created_at": stamp}])
         _insert(conn, "clips", [{**clip, "created_at": stamp} for clip in clips])
+        _insert(conn, "trim_spans", [{"video_id": video["id"], "start_frame": int(a), "end_frame": int(b),
+                                      "reason": why} for a, b, why in removed])
 
 
 def add_clips(project: Project, clips: list[dict], events: list[dict],
-              criteria: list[tuple[str, str]] = ()) -> int:
-    """Insert imported clips, their criteria and label events in one transaction; existing clip ids are skipped."""
+              criteria: list[tuple[str, str]] = (), before_commit: Callable[[], None] | None = None) -> int:
+    """Insert imported clips, their criteria and label events in one transaction; existing clip ids are skipped.
+    before_commit runs last inside the transaction (an import moves its files into place there)."""
     stamp = now()
     with connect(project) as db, transaction(db) as conn:
         existing = {r[0] for r in conn.execute("SELECT id FROM clips")}
@@ -372,8 +571,12 @@ def add_clips(project: Project, clips: list[dict], events: list[dict],
         for exercise, name in criteria:
             ensure_criteria(conn, exercise, [name])
         _insert(conn, "clips", [{**c, "created_at": stamp} for c in fresh])
-        fresh_ids = {c["id"] for c in fresh}
-        _insert(conn, "label_events", [_event_row(e, stamp) for e in events if e["clip_id"] in fresh_ids])
+        by_id = {c["id"]: c for c in fresh}
+        # An imported label judged the clip as imported: its frames and exercise, unless the event says otherwise.
+        _insert(conn, "label_events", [_event_row({**_frames_of(by_id[e["clip_id"]]), **e}, stamp)
+                                       for e in events if e["clip_id"] in by_id])
+        if before_commit is not None:
+            before_commit()
     return len(fresh)
 
 
@@ -405,9 +608,13 @@ def get_video(project: Project, video_id: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def list_clips(project: Project, exercise: str | None = None, video_id: str | None = None) -> list[dict]:
-    """Active clips in a stable order (video, start frame), optionally filtered."""
+def list_clips(project: Project, exercise: str | None = None, video_id: str | None = None,
+               include_excluded: bool = False) -> list[dict]:
+    """Active clips in a stable order (video, start frame), optionally filtered. Excluded clips (by themselves
+    or with their video) are left out unless include_excluded: they leave every queue, training run and export."""
     where, params = ["c.active"], []
+    if not include_excluded:
+        where.append("c.id NOT IN (SELECT clip_id FROM excluded_clips)")
     if exercise is not None:
         where.append("c.exercise = ?")
         params.append(exercise)
@@ -441,11 +648,38 @@ def _event_row(event: dict, stamp: str) -> dict:
         "seconds": event.get("seconds"),
         "request_id": event.get("request_id"),
         "created_at": stamp,
+        "start_frame": event.get("start_frame"),
+        "end_frame": event.get("end_frame"),
+        "exercise": event.get("exercise"),
     }
 
 
+def _frames_of(clip: dict) -> dict:
+    """What a label event records of the clip it judged: its frames and its exercise."""
+    return {k: clip[k] for k in ("start_frame", "end_frame", "exercise")}
+
+
+def _on_frames(e: str, c: str) -> str:
+    """SQL condition: label event `e` judged the frames and the exercise that clip `c` has now.
+
+    A label follows the frames it judged: once a clip's bounds or exercise change, its earlier labels stop
+    counting (they need a second look); moved back, they count again. Events made before m003 recorded no
+    frames: they count while no bounds or exercise edit of their clip came after them.
+    """
+    return (f"(({e}.start_frame = {c}.start_frame AND {e}.end_frame = {c}.end_frame AND {e}.exercise = {c}.exercise)"
+            f" OR ({e}.start_frame IS NULL AND NOT EXISTS (SELECT 1 FROM clip_edits x WHERE x.clip_id = {e}.clip_id"
+            f" AND x.action IN ('bounds', 'exercise') AND x.created_at > {e}.created_at)))")
+
+
+_NOT_UNDONE = "id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL)"
+
+
 def add_label_event(project: Project, event: dict) -> int | None:
-    """Append one label event; returns its id, or None when its request_id was already recorded."""
+    """Append one label event; returns its id, or None when its request_id was already recorded.
+
+    The event records the frames and exercise it judged: those given (start_frame, end_frame, exercise: what
+    the coach was shown), else the clip's now.
+    """
     annotator = (event.get("annotator") or "").strip()
     if not annotator:
         raise StoreError("a label needs an annotator name")
@@ -454,22 +688,27 @@ def add_label_event(project: Project, event: dict) -> int | None:
         raise StoreError(f"verdict must be one of {', '.join(VERDICTS)}")
     stamp = now()
     with connect(project) as db, transaction(db) as conn:
-        _clip_exercise(conn, event["clip_id"])
+        rows = _rows(conn, "SELECT start_frame, end_frame, exercise FROM clips WHERE id = ?", (event["clip_id"],))
+        if not rows:
+            raise StoreError(f"no clip {event['clip_id']!r}")
+        shown = {k: event[k] for k in ("start_frame", "end_frame", "exercise") if event.get(k) is not None}
         cur = conn.execute(
             "INSERT OR IGNORE INTO label_events (clip_id, annotator, kind, verdict, undoes, criteria, joints_engaged, "
-            "angular_sensitivity, range_of_motion, balance_demand, note, seconds, request_id, created_at) "
+            "angular_sensitivity, range_of_motion, balance_demand, note, seconds, request_id, created_at, "
+            "start_frame, end_frame, exercise) "
             "VALUES (:clip_id, :annotator, :kind, :verdict, :undoes, :criteria, :joints_engaged, :angular_sensitivity, "
-            ":range_of_motion, :balance_demand, :note, :seconds, :request_id, :created_at)",
-            _event_row({**event, "annotator": annotator}, stamp),
+            ":range_of_motion, :balance_demand, :note, :seconds, :request_id, :created_at, "
+            ":start_frame, :end_frame, :exercise)",
+            _event_row({**event, **rows[0], **shown, "annotator": annotator}, stamp),
         )
         return cur.lastrowid if cur.rowcount else None
 
 
-_CURRENT_SQL = """
+_CURRENT_SQL = f"""
     WITH live AS (
-        SELECT * FROM label_events
-        WHERE kind = 'verdict' AND verdict IN ('correct', 'incorrect')
-          AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL)
+        SELECT e.* FROM label_events e JOIN clips c ON c.id = e.clip_id
+        WHERE e.kind = 'verdict' AND e.verdict IN ('correct', 'incorrect') AND e.{_NOT_UNDONE}
+          AND {_on_frames("e", "c")}
     ), ranked AS (
         SELECT *, row_number() OVER (PARTITION BY clip_id, annotator ORDER BY id DESC) AS rn FROM live
     )
@@ -478,7 +717,8 @@ _CURRENT_SQL = """
 
 
 def current_labels(project: Project) -> list[dict]:
-    """Each annotator's current label per clip: their latest correct/incorrect verdict not undone."""
+    """Each annotator's current label per clip: their latest correct/incorrect verdict not undone, among those
+    made on the clip's present frames and exercise (see second_looks for the others)."""
     with connect(project) as db:
         rows = _rows(db.conn, _CURRENT_SQL)
     for r in rows:
@@ -498,12 +738,14 @@ def clips_labelled_since(project: Project, since: str) -> set[str]:
 
 
 def adjudications(project: Project) -> dict[str, dict]:
-    """Per clip, the latest adjudication event not undone (a lead coach's final word)."""
+    """Per clip, the latest adjudication event not undone, made on the clip's present frames (a lead coach's
+    final word)."""
     with connect(project) as db:
         rows = _rows(
             db.conn,
-            "SELECT * FROM label_events WHERE id IN (SELECT max(id) FROM label_events WHERE kind = 'adjudication' "
-            "AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL) GROUP BY clip_id)",
+            "SELECT * FROM label_events WHERE id IN (SELECT max(e.id) FROM label_events e JOIN clips c ON c.id = "
+            f"e.clip_id WHERE e.kind = 'adjudication' AND e.{_NOT_UNDONE} AND {_on_frames('e', 'c')} "
+            "GROUP BY e.clip_id)",
         )
     return {r["clip_id"]: {**r, "criteria": json.loads(r["criteria"])} for r in rows}
 
@@ -559,10 +801,14 @@ def last_event(project: Project, clip_id: str, annotator: str) -> dict | None:
 
 
 def add_annotator(project: Project, name: str, role: str = "coach") -> str:
-    """Register a coach by name (idempotent); returns the cleaned name."""
-    name = " ".join((name or "").split())[:60]
-    if not name:
-        raise StoreError("type a name")
+    """Register a coach by name (idempotent); returns the cleaned name. A name that is too long or holds
+    control characters is refused, never cut: a cut name could be somebody else's."""
+    from curation.accounts import AccountError, clean_name  # accounts builds on this module
+
+    try:
+        name = clean_name(name)
+    except AccountError as exc:
+        raise StoreError(str(exc)) from None
     if role not in ("coach", "lead"):
         raise StoreError("role must be coach or lead")
     with connect(project) as db, transaction(db) as conn:
@@ -580,13 +826,22 @@ def list_annotators(project: Project) -> list[dict]:
 CLAIM_SECONDS = 600  # a clip shown to a coach is theirs this long; then others may get it
 
 
-_QUEUE_SQL = """
+# The clips coach :me has judged (a verdict or a skip, not undone) on their present frames: a clip whose frames
+# or exercise changed since comes back to the coach's queue for a second look.
+_JUDGED_BY_ME = f"""
+    SELECT e.clip_id FROM label_events e JOIN clips j ON j.id = e.clip_id
+    WHERE e.annotator = :me AND e.kind = 'verdict' AND e.{_NOT_UNDONE} AND {_on_frames("e", "j")}
+"""
+
+_QUEUE_SQL = f"""
     SELECT c.*, coalesce(n.coaches, 0) AS coaches FROM clips c
-    LEFT JOIN (SELECT clip_id, count(DISTINCT annotator) AS coaches FROM label_events
-               WHERE kind = 'verdict' AND verdict != 'skip' GROUP BY clip_id) n ON n.clip_id = c.id
+    LEFT JOIN (SELECT e.clip_id, count(DISTINCT e.annotator) AS coaches FROM label_events e
+               JOIN clips j ON j.id = e.clip_id
+               WHERE e.kind = 'verdict' AND e.verdict != 'skip' AND {_on_frames("e", "j")}
+               GROUP BY e.clip_id) n ON n.clip_id = c.id
     WHERE c.active AND (:exercise IS NULL OR c.exercise = :exercise)
-      AND c.id NOT IN (SELECT clip_id FROM label_events WHERE annotator = :me AND kind = 'verdict'
-                       AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL))
+      AND c.id NOT IN (SELECT clip_id FROM excluded_clips)
+      AND c.id NOT IN ({_JUDGED_BY_ME})
     ORDER BY c.id IN (SELECT clip_id FROM claims WHERE annotator != :me AND expires_at >= :now),
              coaches, c.video_id, c.start_frame, c.id
     LIMIT :limit
@@ -613,12 +868,10 @@ def next_clip(project: Project, annotator: str, exercise: str | None = None,
     return rows[0]
 
 
-_LISTED_SQL = """
+_LISTED_SQL = f"""
     SELECT c.* FROM json_each(:ids) j JOIN clips c ON c.id = j.value
-    WHERE c.active
-      AND (NOT :skip_judged OR c.id NOT IN (
-           SELECT clip_id FROM label_events WHERE annotator = :me AND kind = 'verdict'
-           AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL)))
+    WHERE c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips)
+      AND (NOT :skip_judged OR c.id NOT IN ({_JUDGED_BY_ME}))
     ORDER BY c.id IN (SELECT clip_id FROM claims WHERE annotator != :me AND expires_at >= :now), j.key
     LIMIT :limit
 """
@@ -628,7 +881,8 @@ def next_listed_clip(project: Project, annotator: str, clip_ids: list[str], skip
                      claim_seconds: float = CLAIM_SECONDS) -> dict | None:
     """The first clip of a ranked list (suggestions, a check-again queue) for this coach, claimed for them.
 
-    Same rules as next_clip: inactive clips are passed over, and so are clips this coach has judged when
+    Same rules as next_clip: inactive and excluded clips are passed over, and so are clips this coach has judged
+    (on their present frames) when
     skip_judged (a check-again queue sets it False: the coach who gave a doubted label may look again);
     clips another coach holds go last, so two coaches working through one list get different clips.
     """
@@ -671,12 +925,13 @@ def get_clip(project: Project, clip_id: str) -> dict | None:
 
 
 def progress_of(project: Project, annotator: str, exercise: str | None = None) -> dict:
-    """How many active clips there are, and how many this coach has judged (a verdict or a skip)."""
+    """How many active clips there are (excluded ones left out), and how many this coach has judged (a verdict
+    or a skip) on their present frames."""
     with connect(project) as db:
         total, mine = db.conn.execute(
-            "SELECT count(*), sum(c.id IN (SELECT clip_id FROM label_events WHERE annotator = :me AND kind = 'verdict' "
-            "AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL))) FROM clips c "
-            "WHERE c.active AND (:exercise IS NULL OR c.exercise = :exercise)",
+            f"SELECT count(*), sum(c.id IN ({_JUDGED_BY_ME})) FROM clips c "
+            "WHERE c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips) "
+            "AND (:exercise IS NULL OR c.exercise = :exercise)",
             {"me": annotator, "exercise": exercise},
         ).fetchone()
     return {"clips": total, "judged": mine or 0}
@@ -703,14 +958,32 @@ def set_bounds(project: Project, clip_id: str, start: int, end: int, annotator: 
         if not 0 <= start < end <= limit:
             raise StoreError(f"a clip must keep at least one frame within 0..{limit}")
         conn.execute("UPDATE clips SET start_frame = ?, end_frame = ? WHERE id = ?", (start, end, clip_id))
-        _insert(conn, "clip_edits", [{"clip_id": clip_id, "annotator": annotator, "action": "bounds",
-                                      "detail": json.dumps({"from": [clip["start_frame"], clip["end_frame"]],
-                                                            "to": [start, end]}), "created_at": now()}])
-    return {**clip, "start_frame": start, "end_frame": end}
+        edit_id = _edit(conn, clip_id, annotator, "bounds",
+                        {"from": [clip["start_frame"], clip["end_frame"]], "to": [start, end]})
+    return {**clip, "start_frame": start, "end_frame": end, "edit_id": edit_id}
+
+
+def _edit(conn: sqlite3.Connection, clip_id: str, annotator: str, action: str, detail: dict,
+          undoes: int | None = None, stamp: str | None = None) -> int:
+    """Record one clip edit (the history of bounds, splits, merges, exercise changes); returns its id."""
+    cur = conn.execute(
+        "INSERT INTO clip_edits (clip_id, annotator, action, detail, created_at, undoes) VALUES (?, ?, ?, ?, ?, ?)",
+        (clip_id, annotator, action, json.dumps(detail), stamp or now(), undoes))
+    return cur.lastrowid
+
+
+def _new_clip_id(conn: sqlite3.Connection, base: str) -> str:
+    """`base`, or base2, base3... when a clip (e.g. of an undone split) holds that id already."""
+    candidate, n = base, 1
+    while conn.execute("SELECT 1 FROM clips WHERE id = ?", (candidate,)).fetchone():
+        n += 1
+        candidate = f"{base}{n}"
+    return candidate
 
 
 def split_clip(project: Project, clip_id: str, at: int, annotator: str) -> tuple[str, str]:
-    """Replace a clip by two at frame `at` (two repetitions cut as one). Labels stay with the old clip."""
+    """Replace a clip by two at frame `at` (two repetitions cut as one). Labels stay with the old clip; the
+    parts show them as inherited (clip_history) and need a second look (second_looks)."""
     with connect(project) as db, transaction(db) as conn:
         rows = _rows(conn, "SELECT * FROM clips WHERE id = ? AND active", (clip_id,))
         if not rows:
@@ -718,14 +991,14 @@ def split_clip(project: Project, clip_id: str, at: int, annotator: str) -> tuple
         clip = rows[0]
         if not clip["start_frame"] < at < clip["end_frame"]:
             raise StoreError(f"split frame must lie inside the clip ({clip['start_frame']}..{clip['end_frame']})")
-        ids = (f"{clip_id}-a", f"{clip_id}-b")
+        ids = (_new_clip_id(conn, f"{clip_id}-a"), _new_clip_id(conn, f"{clip_id}-b"))
         base = {k: v for k, v in clip.items() if k != "id"}
         stamp = now()
         _insert(conn, "clips", [{**base, "id": ids[0], "end_frame": at, "created_at": stamp},
                                 {**base, "id": ids[1], "start_frame": at, "created_at": stamp}])
         conn.execute("UPDATE clips SET active = 0 WHERE id = ?", (clip_id,))
-        _insert(conn, "clip_edits", [{"clip_id": clip_id, "annotator": annotator, "action": "split",
-                                      "detail": json.dumps({"at": at, "into": ids}), "created_at": stamp}])
+        edit_id = _edit(conn, clip_id, annotator, "split", {"at": at, "into": ids}, stamp=stamp)
+        _insert(conn, "clip_parents", [{"clip_id": i, "parent_id": clip_id, "edit_id": edit_id} for i in ids])
     return ids
 
 
@@ -738,14 +1011,14 @@ def merge_clips(project: Project, first_id: str, second_id: str, annotator: str)
         a, b = rows
         if (a["video_id"], a["pose_path"]) != (b["video_id"], b["pose_path"]) or a["exercise"] != b["exercise"]:
             raise StoreError("only clips of the same video and exercise can be merged")
-        new_id = f"{a['id']}-m"
+        new_id = _new_clip_id(conn, f"{a['id']}-m")
         base = {k: v for k, v in a.items() if k != "id"}
         stamp = now()
         _insert(conn, "clips", [{**base, "id": new_id, "end_frame": max(a["end_frame"], b["end_frame"]),
                                  "created_at": stamp}])
         conn.execute("UPDATE clips SET active = 0 WHERE id IN (?, ?)", (a["id"], b["id"]))
-        _insert(conn, "clip_edits", [{"clip_id": a["id"], "annotator": annotator, "action": "merge",
-                                      "detail": json.dumps({"with": b["id"], "into": new_id}), "created_at": stamp}])
+        edit_id = _edit(conn, a["id"], annotator, "merge", {"with": b["id"], "into": new_id}, stamp=stamp)
+        _insert(conn, "clip_parents", [{"clip_id": new_id, "parent_id": p["id"], "edit_id": edit_id} for p in (a, b)])
     return new_id
 
 
@@ -753,11 +1026,15 @@ def merge_clips(project: Project, first_id: str, second_id: str, annotator: str)
 
 
 def stats(project: Project) -> dict:
-    """Counts of `python -m curation stats`: videos, clips, labelled, and per exercise clips and labelled."""
+    """Counts of `python -m curation stats`: videos, clips, labelled, and per exercise clips and labelled;
+    excluded clips are counted apart (excluded), not in the others."""
     consensus = consensus_labels(project)
     with connect(project) as db:
         videos = db.conn.execute("SELECT count(*) FROM videos").fetchone()[0]
-        clips = _rows(db.conn, "SELECT id, exercise FROM clips WHERE active")
+        clips = _rows(db.conn, "SELECT id, exercise FROM clips WHERE active "
+                               "AND id NOT IN (SELECT clip_id FROM excluded_clips)")
+        excluded = db.conn.execute("SELECT count(*) FROM clips WHERE active "
+                                   "AND id IN (SELECT clip_id FROM excluded_clips)").fetchone()[0]
     per: dict[str, dict[str, int]] = {}
     for clip in clips:
         entry = per.setdefault(clip["exercise"], {"clips": 0, "labelled": 0})
@@ -768,6 +1045,8 @@ def stats(project: Project) -> dict:
         "clips": len(clips),
         "labelled": sum(e["labelled"] for e in per.values()),
         "per_exercise": dict(sorted(per.items())),
+        "excluded": excluded,  # active clips left out of the dataset (not counted in clips)
+        **dataset_statistics(project),  # new keys only (issue 9): the keys above keep their meaning
     }
 
 
@@ -814,23 +1093,28 @@ def heartbeat(project: Project, job_id: str, progress: float, message: str) -> b
     return bool(row and row[0])
 
 
-def finish_job(project: Project, job_id: str, status: str, result: Any = None, error: str | None = None) -> None:
-    """Close a job as done, failed or cancelled."""
+def finish_job(project: Project, job_id: str, status: str, result: Any = None, error: str | None = None,
+               pid: int | None = None) -> bool:
+    """Close a running job as done, failed or cancelled; with `pid`, only while that worker still owns it (a
+    worker that stalled and was recovered must not overwrite the job's new state). Returns whether it did."""
     with connect(project) as db, transaction(db) as conn:
-        conn.execute(
+        return bool(conn.execute(
             "UPDATE jobs SET status = ?, result = ?, error = ?, progress = CASE WHEN ? = 'done' THEN 1 ELSE progress END, "
-            "finished_at = ?, pid = NULL WHERE id = ?",
-            (status, json.dumps(result) if result is not None else None, error, status, now(), job_id),
-        )
+            "finished_at = ?, pid = NULL WHERE id = ? AND (? IS NULL OR (status = 'running' AND pid = ?))",
+            (status, json.dumps(result) if result is not None else None, error, status, now(), job_id, pid, pid),
+        ).rowcount)
 
 
-def request_cancel(project: Project, job_id: str) -> None:
-    """Ask for a job to stop: a queued job is cancelled at once, a running one at its next heartbeat."""
+def request_cancel(project: Project, job_id: str) -> str | None:
+    """Ask for a job to stop: a queued job is cancelled at once, a running one at its worker's next heartbeat
+    (jobs.cancel also ends one whose worker is gone). Returns the job's status after the request."""
     with connect(project) as db, transaction(db) as conn:
-        conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+        conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status IN ('queued', 'running')", (job_id,))
         conn.execute(
             "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ? AND status = 'queued'", (now(), job_id)
         )
+        row = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return row[0] if row else None
 
 
 def get_job(project: Project, job_id: str) -> dict | None:
@@ -854,8 +1138,10 @@ def count_queued(project: Project) -> int:
         return db.conn.execute("SELECT count(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
 
 
-def requeue_or_fail(project: Project, job_id: str, max_attempts: int) -> str:
-    """A job whose worker died: queue it again while attempts remain, else mark it failed. Returns the status."""
+def requeue_or_fail(project: Project, job_id: str, max_attempts: int,
+                    reason: str = "the worker stopped unexpectedly (killed or the server restarted)") -> str:
+    """A job whose worker died: queue it again while attempts remain, else mark it failed with `reason`; a job
+    whose cancel was asked is cancelled. Returns the new status ("gone" when it was no longer running)."""
     with connect(project) as db, transaction(db) as conn:
         row = conn.execute("SELECT attempts, cancel_requested FROM jobs WHERE id = ? AND status = 'running'", (job_id,)).fetchone()
         if row is None:
@@ -866,7 +1152,7 @@ def requeue_or_fail(project: Project, job_id: str, max_attempts: int) -> str:
         elif attempts < max_attempts:
             status, error = "queued", None
         else:
-            status, error = "failed", "the worker stopped unexpectedly (killed or the server restarted)"
+            status, error = "failed", reason
         conn.execute(
             "UPDATE jobs SET status = ?, error = ?, pid = NULL, progress = 0, message = ?, "
             "finished_at = CASE WHEN ? = 'queued' THEN NULL ELSE ? END WHERE id = ?",
@@ -877,17 +1163,965 @@ def requeue_or_fail(project: Project, job_id: str, max_attempts: int) -> str:
 
 # ---------------------------------------------------------------- label lineage, exclusions, exercise changes (m003)
 
+COMPLEXITY_COLUMNS = ("joints_engaged", "angular_sensitivity", "range_of_motion", "balance_demand")
+
+
+def set_complexity(project: Project, values: dict[str, dict]) -> None:
+    """Store recomputed automatic complexity (the four components and the index) of clips: {clip_id: row}."""
+    columns = (*COMPLEXITY_COLUMNS, "complexity")
+    with connect(project) as db, transaction(db) as conn:
+        conn.executemany(f"UPDATE clips SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?",
+                         [[row.get(c) for c in columns] + [clip_id] for clip_id, row in values.items()])
+
+
+def undoable_edit(project: Project, clip_id: str) -> dict | None:
+    """The latest edit of this clip that can be undone: a bounds or exercise change of it, or the split or merge
+    that made it (not an undo itself, not undone yet). None when there is none."""
+    with connect(project) as db:
+        rows = _rows(
+            db.conn,
+            "SELECT * FROM clip_edits x WHERE x.undoes IS NULL "
+            "AND x.id NOT IN (SELECT undoes FROM clip_edits WHERE undoes IS NOT NULL) "
+            "AND ((x.clip_id = :c AND x.action IN ('bounds', 'exercise')) "
+            "     OR x.id IN (SELECT edit_id FROM clip_parents WHERE clip_id = :c)) "
+            "ORDER BY x.id DESC LIMIT 1",
+            {"c": clip_id},
+        )
+    return {**rows[0], "detail": json.loads(rows[0]["detail"])} if rows else None
+
+
+def _active_clip(conn: sqlite3.Connection, clip_id: str) -> dict:
+    rows = _rows(conn, "SELECT * FROM clips WHERE id = ? AND active", (clip_id,))
+    if not rows:
+        raise StoreError(f"clip {clip_id} was replaced since (split or merged): undo that first")
+    return rows[0]
+
+
+def undo_edit(project: Project, edit_id: int, annotator: str) -> dict:
+    """Take back a clip edit with a new edit (nothing is erased). Returns edit_id (the new edit), clip_id (the
+    clip to show now) and moved (the clips whose frames changed: their complexity and cached videos are stale).
+
+    A bounds or exercise change is reversed when the clip still has what it set; a split by making the parent
+    active again in place of its parts, a merge by making both parts active again. Labels made meanwhile on the
+    replaced clips stay in their history.
+    """
+    with connect(project) as db, transaction(db) as conn:
+        rows = _rows(conn, "SELECT * FROM clip_edits WHERE id = ?", (edit_id,))
+        if not rows:
+            raise StoreError(f"no clip edit {edit_id}")
+        edit, detail = rows[0], json.loads(rows[0]["detail"])
+        if conn.execute("SELECT 1 FROM clip_edits WHERE undoes = ?", (edit_id,)).fetchone():
+            raise StoreError("this edit was undone already")
+        clip_id, action = edit["clip_id"], edit["action"]
+        if action in ("bounds", "exercise"):
+            clip = _active_clip(conn, clip_id)
+            now_value = [clip["start_frame"], clip["end_frame"]] if action == "bounds" else clip["exercise"]
+            if now_value != detail["to"]:
+                raise StoreError(f"clip {clip_id} was edited again since: undo its later edits first")
+            if action == "bounds":
+                conn.execute("UPDATE clips SET start_frame = ?, end_frame = ? WHERE id = ?", (*detail["from"], clip_id))
+            else:
+                conn.execute("UPDATE clips SET exercise = ? WHERE id = ?", (detail["from"], clip_id))
+            new = _edit(conn, clip_id, annotator, action, {"from": detail["to"], "to": detail["from"]}, undoes=edit_id)
+            return {"edit_id": new, "clip_id": clip_id, "moved": [clip_id]}
+        if action == "split":
+            parts = list(detail["into"])
+            for part in parts:
+                _active_clip(conn, part)
+            conn.execute(f"UPDATE clips SET active = 0 WHERE id IN ({', '.join('?' * len(parts))})", parts)
+            conn.execute("UPDATE clips SET active = 1 WHERE id = ?", (clip_id,))
+            new = _edit(conn, clip_id, annotator, "unsplit", {"parts": parts}, undoes=edit_id)
+            return {"edit_id": new, "clip_id": clip_id, "moved": []}
+        if action == "merge":
+            _active_clip(conn, detail["into"])
+            conn.execute("UPDATE clips SET active = 0 WHERE id = ?", (detail["into"],))
+            conn.execute("UPDATE clips SET active = 1 WHERE id IN (?, ?)", (clip_id, detail["with"]))
+            new = _edit(conn, clip_id, annotator, "unmerge",
+                        {"merged": detail["into"], "parts": [clip_id, detail["with"]]}, undoes=edit_id)
+            return {"edit_id": new, "clip_id": clip_id, "moved": []}
+        raise StoreError(f"a {action} edit cannot be undone")
+
+
+def change_exercise(project: Project, exercise: str, annotator: str, clip_id: str | None = None,
+                    video_id: str | None = None) -> list[str]:
+    """Give a clip, or a video and all its active clips, another exercise; returns the clips that changed.
+
+    One exercise edit per clip (undo_edit reverses it). Labels made under the old exercise, with their criteria
+    verdicts, stay in the history and stop counting: the clip needs a second look under its new rubric.
+    """
+    if (clip_id is None) == (video_id is None):
+        raise StoreError("name either a clip or a video")
+    with connect(project) as db, transaction(db) as conn:
+        if not conn.execute("SELECT 1 FROM exercises WHERE name = ?", (exercise,)).fetchone():
+            raise StoreError(f"no exercise {exercise!r}")
+        if video_id is not None:
+            if conn.execute("UPDATE videos SET exercise = ? WHERE id = ?", (exercise, video_id)).rowcount == 0:
+                raise StoreError(f"no video {video_id!r}")
+            clips = _rows(conn, "SELECT * FROM clips WHERE video_id = ? AND active", (video_id,))
+        else:
+            clips = [_active_clip(conn, clip_id)]
+        changed = [c for c in clips if c["exercise"] != exercise]
+        stamp = now()
+        for clip in changed:
+            conn.execute("UPDATE clips SET exercise = ? WHERE id = ?", (exercise, clip["id"]))
+            _edit(conn, clip["id"], annotator, "exercise",
+                  {"from": clip["exercise"], "to": exercise, **({"video": video_id} if video_id else {})}, stamp=stamp)
+    return [c["id"] for c in changed]
+
+
+def set_excluded(project: Project, annotator: str, excluded: bool, reason: str = "", clip_id: str | None = None,
+                 video_id: str | None = None) -> int | None:
+    """Exclude (with a reason) or restore a clip or a whole video, as an appended event. Returns its id, or None
+    when the clip or video is in that state already (a double click adds nothing).
+
+    A clip is excluded while its own latest event or its video's is an exclusion: restoring a video brings back
+    its clips except those excluded one by one.
+    """
+    if (clip_id is None) == (video_id is None):
+        raise StoreError("name either a clip or a video")
+    reason = " ".join((reason or "").split())[:500]
+    if excluded and not reason:
+        raise StoreError("say why it is excluded (a reason is kept with the exclusion)")
+    column, target = ("clip_id", clip_id) if clip_id is not None else ("video_id", video_id)
+    with connect(project) as db, transaction(db) as conn:
+        table = "clips" if clip_id is not None else "videos"
+        if not conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (target,)).fetchone():
+            raise StoreError(f"no {table[:-1]} {target!r}")
+        last = conn.execute(f"SELECT action FROM exclusions WHERE {column} = ? ORDER BY id DESC LIMIT 1",
+                            (target,)).fetchone()
+        if (last is not None and last[0] == "exclude") == excluded:
+            return None
+        cur = conn.execute(
+            f"INSERT INTO exclusions ({column}, action, reason, annotator, created_at) VALUES (?, ?, ?, ?, ?)",
+            (target, "exclude" if excluded else "restore", reason, annotator, now()))
+        return cur.lastrowid
+
+
+def exclusions(project: Project) -> list[dict]:
+    """The exclusions in force, newest first: each with clip_id or video_id, reason, annotator, created_at."""
+    with connect(project) as db:
+        return _rows(db.conn, "SELECT * FROM exclusions WHERE action = 'exclude' AND id IN "
+                              "(SELECT max(id) FROM exclusions GROUP BY clip_id, video_id) ORDER BY id DESC")
+
+
+def excluded_clip_ids(project: Project) -> set[str]:
+    """Every clip excluded, by itself or with its video (active or not)."""
+    with connect(project) as db:
+        return {r[0] for r in db.conn.execute("SELECT clip_id FROM excluded_clips")}
+
+
+def exclusion_history(project: Project) -> list[dict]:
+    """Every exclusion and restore event, oldest first."""
+    with connect(project) as db:
+        return _rows(db.conn, "SELECT * FROM exclusions ORDER BY id")
+
+
+def _ancestors(conn: sqlite3.Connection) -> Callable[[str], list[str]]:
+    """A function: clip id -> the clips it came from by splits and merges, nearest first."""
+    parents: dict[str, list[str]] = {}
+    for child, parent in conn.execute("SELECT clip_id, parent_id FROM clip_parents ORDER BY edit_id, parent_id"):
+        parents.setdefault(child, []).append(parent)
+
+    def walk(clip_id: str) -> list[str]:
+        out, todo = [], list(parents.get(clip_id, []))
+        while todo:
+            parent = todo.pop(0)
+            if parent not in out:
+                out.append(parent)
+                todo.extend(parents.get(parent, []))
+        return out
+
+    return walk
+
+
+_LIVE_SQL = f"""
+    SELECT e.*, {_on_frames("e", "c")} AS on_now FROM label_events e JOIN clips c ON c.id = e.clip_id
+    WHERE e.kind IN ('verdict', 'adjudication') AND e.{_NOT_UNDONE}
+"""
+
+
+def second_looks(project: Project, clip_ids: list[str] | None = None) -> dict[str, list[dict]]:
+    """Active, not excluded clips (of clip_ids, when given: the Label page asks for the clip on screen) whose
+    labels need a second look: per clip the labels that stopped counting.
+
+    A coach's label needs a second look when it was made on other frames or another exercise than the clip has
+    now, or on the clip it was split or merged from (inherited: from_clip names it), and that coach has given
+    no verdict (a skip counts) on the present frames since. Each entry: annotator, kind, verdict, from_clip,
+    start_frame, end_frame, exercise, created_at; one per coach, their latest.
+    """
+    with connect(project) as db:
+        ancestors = _ancestors(db.conn)
+        only = "" if clip_ids is None else " AND id IN (SELECT value FROM json_each(:ids))"
+        clips = [r[0] for r in db.conn.execute("SELECT id FROM clips WHERE active AND id NOT IN "
+                                               f"(SELECT clip_id FROM excluded_clips){only}",
+                                               {"ids": json.dumps(clip_ids or [])})]
+        if clip_ids is None:
+            events = _rows(db.conn, _LIVE_SQL + " ORDER BY e.id")
+        else:
+            wanted = sorted({i for c in clips for i in [c, *ancestors(c)]})
+            events = _rows(db.conn, _LIVE_SQL + " AND e.clip_id IN (SELECT value FROM json_each(?)) ORDER BY e.id",
+                           (json.dumps(wanted),))
+    looked: dict[str, set[str]] = {}  # clip -> coaches with a verdict on its present frames
+    labels: dict[str, dict[str, dict]] = {}  # clip -> coach -> latest correct/incorrect/adjudication event
+    for e in events:
+        if e["on_now"]:
+            looked.setdefault(e["clip_id"], set()).add(e["annotator"])
+        if e["verdict"] in LABELS:
+            labels.setdefault(e["clip_id"], {})[e["annotator"]] = e
+    out: dict[str, list[dict]] = {}
+    for clip_id in clips:
+        entries: dict[str, dict] = {}
+        for source in [clip_id, *ancestors(clip_id)]:
+            for who, e in labels.get(source, {}).items():
+                if who in entries or who in looked.get(clip_id, set()):
+                    continue
+                entries[who] = {"annotator": who, "kind": e["kind"], "verdict": e["verdict"],
+                                "from_clip": source if source != clip_id else None,
+                                **{k: e[k] for k in ("start_frame", "end_frame", "exercise", "created_at")}}
+        if entries:
+            out[clip_id] = sorted(entries.values(), key=lambda r: r["annotator"])
+    return out
+
+
+def clip_history(project: Project, clip_id: str) -> list[dict]:
+    """A clip's whole story, oldest first: its label events and edits, and those of the clips it was split or
+    merged from (inherited). Each row: id (of the label event; None for an edit), created_at, clip_id (where it
+    happened), annotator, kind (verdict, undo, adjudication, or the edit: bounds, split, merge, exercise,
+    unsplit, unmerge), verdict, criteria, note, frames ("start-end" judged), exercise, state: "on these
+    frames", "needs a second look" (other frames or exercise), "undone", "undo", "inherited from <clip>", or
+    "edit"."""
+    with connect(project) as db:
+        ids = [clip_id, *_ancestors(db.conn)(clip_id)]
+        marks = ", ".join("?" * len(ids))
+        events = _rows(db.conn, f"SELECT e.*, {_on_frames('e', 'c')} AS on_now FROM label_events e "
+                                f"JOIN clips c ON c.id = e.clip_id WHERE e.clip_id IN ({marks})", ids)
+        undone = {r[0] for r in db.conn.execute(
+            f"SELECT undoes FROM label_events WHERE undoes IS NOT NULL AND clip_id IN ({marks})", ids)}
+        edits = _rows(db.conn, f"SELECT * FROM clip_edits WHERE clip_id IN ({marks})", ids)
+    rows = []
+    for e in events:
+        if e["clip_id"] != clip_id:
+            state = f"inherited from {e['clip_id']}"
+        elif e["kind"] == "undo":
+            state = "undo"
+        elif e["id"] in undone:
+            state = "undone"
+        else:
+            state = "on these frames" if e["on_now"] else "needs a second look"
+        rows.append({"id": e["id"], "created_at": e["created_at"], "clip_id": e["clip_id"], "annotator": e["annotator"],
+                     "kind": e["kind"], "verdict": e["verdict"], "criteria": json.loads(e["criteria"]),
+                     "note": e["note"], "exercise": e["exercise"],
+                     "frames": f"{e['start_frame']}-{e['end_frame']}" if e["start_frame"] is not None else "",
+                     "state": state})
+    for x in edits:
+        rows.append({"id": None, "created_at": x["created_at"], "clip_id": x["clip_id"], "annotator": x["annotator"],
+                     "kind": x["action"], "verdict": None, "criteria": {}, "note": x["detail"], "exercise": None,
+                     "frames": "", "state": "edit"})
+    return sorted(rows, key=lambda r: r["created_at"])
+
+
+def coach_complexity(project: Project, clip_ids: list[str] | None = None) -> dict[str, dict]:
+    """Per clip the coaches' complexity: for each component the median over coaches of their current value (a
+    coach's latest value set on the clip's present frames, not undone), `complexity` the mean of the medians
+    known (as the automatic index), `coaches` how many coaches gave any. Clips without values are absent; with
+    clip_ids, only those clips are looked at."""
+    only = "" if clip_ids is None else " AND e.clip_id IN (SELECT value FROM json_each(:ids))"
+    with connect(project) as db:
+        events = _rows(db.conn, _LIVE_SQL + " AND (" + " OR ".join(f"e.{c} IS NOT NULL" for c in COMPLEXITY_COLUMNS)
+                       + f") AND {_on_frames('e', 'c')}{only} ORDER BY e.id", {"ids": json.dumps(clip_ids or [])})
+    latest: dict[str, dict[str, dict[str, float]]] = {}  # clip -> component -> coach -> value
+    for e in events:
+        for name in COMPLEXITY_COLUMNS:
+            if e[name] is not None:
+                latest.setdefault(e["clip_id"], {}).setdefault(name, {})[e["annotator"]] = float(e[name])
+    out = {}
+    for clip_id, parts in latest.items():
+        medians = {name: statistics.median(parts[name].values()) for name in COMPLEXITY_COLUMNS if name in parts}
+        out[clip_id] = {**{name: medians.get(name) for name in COMPLEXITY_COLUMNS},
+                        "complexity": sum(medians.values()) / len(medians),
+                        "coaches": len({who for by in parts.values() for who in by})}
+    return out
+
 
 # ---------------------------------------------------------------- rubric, provenance, athletes, trimmed spans, statistics (m004)
+
+# The rubric of an exercise is the replay of its rubric events (undone ones skipped); the criteria rows and
+# exercises.joints hold the replay's result so that every other query reads them directly.
+_CRITERIA_SQL = ("SELECT exercise, name, title, description, position, retired FROM criteria WHERE {where} "
+                 "ORDER BY exercise, position, id")
+
+
+def _criterion(row: dict) -> dict:
+    """A criterion as pages use it: `name` is the key labels store, `title` what a coach reads."""
+    return {"name": row["name"], "title": row["title"] or row["name"].replace("_", " "),
+            "description": row["description"], "position": row["position"], "retired": bool(row["retired"])}
+
+
+def _one_line(text: str | None, limit: int) -> str:
+    return " ".join((text or "").split())[:limit]
+
+
+def criteria_of(project: Project, exercise: str, include_retired: bool = False) -> list[dict]:
+    """An exercise's criteria in the rubric's order: {name (the key), title, description, position, retired}.
+
+    Retired criteria are left out unless include_retired: coaches are no longer asked about them, but the
+    labels that used them keep their verdicts.
+    """
+    with connect(project) as db:
+        rows = _rows(db.conn, _CRITERIA_SQL.format(where="exercise = :ex AND (:all OR NOT retired)"),
+                     {"ex": exercise, "all": include_retired})
+    return [_criterion(r) for r in rows]
+
+
+def _replay(events: list[dict]) -> tuple[list[str] | None, dict[str, dict], list[str], str | None]:
+    """Replay one exercise's rubric events: (joints or None when never set, criteria by key, key order,
+    description or None)."""
+    undone = {e["undoes"] for e in events if e["action"] == "undo"}
+    joints, description, crits, order = None, None, {}, []
+    for e in events:
+        if e["id"] in undone or e["action"] == "undo":
+            continue
+        detail, key = json.loads(e["detail"]), e["criterion"]
+        if e["action"] == "joints":
+            joints = list(detail["joints"])
+        elif e["action"] == "describe" and key is None:
+            description = detail["description"]
+        elif e["action"] == "add":
+            crits[key] = {"title": detail.get("title", ""), "description": detail.get("description", ""),
+                          "retired": False}
+            order = [k for k in order if k != key] + [key]
+        elif key in crits and e["action"] == "rename":
+            crits[key]["title"] = detail["title"]
+        elif key in crits and e["action"] == "describe":
+            crits[key]["description"] = detail["description"]
+        elif key in crits and e["action"] in ("retire", "restore"):
+            crits[key]["retired"] = e["action"] == "retire"
+        elif e["action"] == "reorder":
+            listed = [k for k in detail["order"] if k in crits]
+            order = listed + [k for k in order if k not in listed]
+    return joints, crits, order, description
+
+
+def _materialise_rubric(conn: sqlite3.Connection, exercise: str) -> None:
+    """Bring the exercise's criteria rows and joints in line with the replay of its rubric events.
+
+    Only criteria named by an event are touched: one whose `add` was undone is retired, not deleted (an old
+    label may still name it).
+    """
+    events = _rows(conn, "SELECT * FROM rubric_events WHERE exercise = ? ORDER BY id", (exercise,))
+    joints, crits, order, description = _replay(events)
+    if joints is not None:
+        conn.execute("UPDATE exercises SET joints = ? WHERE name = ?", (json.dumps(joints), exercise))
+    if description is not None:
+        conn.execute("UPDATE exercises SET description = ? WHERE name = ?", (description, exercise))
+    named = {e["criterion"] for e in events if e["criterion"]}
+    position = {key: i for i, key in enumerate(order)}
+    for key in sorted(named):
+        c = crits.get(key, {"title": "", "description": "", "retired": True})
+        values = (c["title"], c["description"], position.get(key, len(order)), int(c["retired"]), exercise, key)
+        cur = conn.execute("UPDATE criteria SET title = ?, description = ?, position = ?, retired = ? "
+                           "WHERE exercise = ? AND name = ?", values)
+        if not cur.rowcount:
+            conn.execute("INSERT INTO criteria (title, description, position, retired, exercise, name) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", values)
+
+
+def _record_rubric(conn: sqlite3.Connection, exercise: str, criterion: str | None, action: str, detail: dict,
+                   annotator: str, undoes: int | None = None) -> int:
+    cur = conn.execute(
+        "INSERT INTO rubric_events (exercise, criterion, action, detail, undoes, annotator, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (exercise, criterion, action, json.dumps(detail, sort_keys=True), undoes, annotator, now()))
+    _materialise_rubric(conn, exercise)
+    return cur.lastrowid
+
+
+def _check_title(conn: sqlite3.Connection, exercise: str, key: str, title: str) -> None:
+    """Two criteria of one exercise must not read the same to a coach."""
+    for row in _rows(conn, "SELECT name, title FROM criteria WHERE exercise = ? AND name != ?", (exercise, key)):
+        shown = row["title"] or row["name"].replace("_", " ")
+        if shown.casefold() == title.replace("_", " ").casefold():
+            raise StoreError(f"{exercise} has a criterion called {shown!r} already")
+
+
+def _criterion_row(conn: sqlite3.Connection, exercise: str, key: str) -> dict:
+    rows = _rows(conn, "SELECT * FROM criteria WHERE exercise = ? AND name = ?", (exercise, key))
+    if not rows:
+        raise StoreError(f"{exercise} has no criterion {key!r}")
+    return rows[0]
+
+
+def edit_criterion(project: Project, exercise: str, key: str, annotator: str, *, title: str | None = None,
+                   description: str | None = None, retired: bool | None = None) -> list[int]:
+    """Rename (the title shown; the key labels use stays), describe, retire or restore a criterion.
+
+    Each change is one rubric event (nothing changed, nothing recorded); returns the new events' ids.
+    """
+    ids = []
+    with connect(project) as db, transaction(db) as conn:
+        row = _criterion_row(conn, exercise, key)
+        if title is not None:
+            title = _one_line(title, 60)
+            if not title:
+                raise StoreError("a criterion needs a name")
+            if title != (row["title"] or row["name"].replace("_", " ")):
+                _check_title(conn, exercise, key, title)
+                ids.append(_record_rubric(conn, exercise, key, "rename", {"title": title}, annotator))
+        if description is not None and _one_line(description, 300) != row["description"]:
+            ids.append(_record_rubric(conn, exercise, key, "describe", {"description": _one_line(description, 300)},
+                                      annotator))
+        if retired is not None and bool(retired) != bool(row["retired"]):
+            ids.append(_record_rubric(conn, exercise, key, "retire" if retired else "restore", {}, annotator))
+    return ids
+
+
+def reorder_criteria(project: Project, exercise: str, keys: list[str], annotator: str) -> int:
+    """Put the exercise's criteria in this order (keys not listed follow in their present order)."""
+    with connect(project) as db, transaction(db) as conn:
+        known = {r[0] for r in conn.execute("SELECT name FROM criteria WHERE exercise = ?", (exercise,))}
+        unknown = [k for k in keys if k not in known]
+        if unknown:
+            raise StoreError(f"{exercise} has no criterion {unknown[0]!r}")
+        return _record_rubric(conn, exercise, None, "reorder", {"order": list(dict.fromkeys(keys))}, annotator)
+
+
+def set_exercise(project: Project, exercise: str, annotator: str, *, joints: list[str] | None = None,
+                 description: str | None = None) -> list[int]:
+    """Change an exercise's joints of interest or description, as rubric events; returns their ids."""
+    from curation.kinematics import ANGLES  # numpy-heavy: only for this check
+
+    ids = []
+    with connect(project) as db, transaction(db) as conn:
+        rows = _rows(conn, "SELECT * FROM exercises WHERE name = ?", (exercise,))
+        if not rows:
+            raise StoreError(f"no exercise {exercise!r}")
+        if joints is not None:
+            bad = [j for j in joints if j not in ANGLES]
+            if bad:
+                raise StoreError(f"unknown joint {bad[0]!r} (one of {', '.join(ANGLES)})")
+            if list(joints) != json.loads(rows[0]["joints"]):
+                ids.append(_record_rubric(conn, exercise, None, "joints", {"joints": list(joints)}, annotator))
+        if description is not None and _one_line(description, 300) != rows[0]["description"]:
+            ids.append(_record_rubric(conn, exercise, None, "describe", {"description": _one_line(description, 300)},
+                                      annotator))
+    return ids
+
+
+def undo_rubric_event(project: Project, event_id: int, annotator: str) -> int:
+    """Take back one rubric change (an event of its own); returns the undo event's id."""
+    with connect(project) as db, transaction(db) as conn:
+        rows = _rows(conn, "SELECT * FROM rubric_events WHERE id = ?", (event_id,))
+        if not rows or rows[0]["action"] == "undo":
+            raise StoreError(f"no rubric change {event_id} to undo")
+        if conn.execute("SELECT 1 FROM rubric_events WHERE undoes = ?", (event_id,)).fetchone():
+            raise StoreError(f"rubric change {event_id} is undone already")
+        return _record_rubric(conn, rows[0]["exercise"], rows[0]["criterion"], "undo", {}, annotator,
+                              undoes=event_id)
+
+
+def rubric_events(project: Project, exercise: str | None = None) -> list[dict]:
+    """The rubric's history, newest first, each with `undone` (a later event took it back)."""
+    with connect(project) as db:
+        rows = _rows(db.conn, "SELECT e.*, e.id IN (SELECT undoes FROM rubric_events WHERE undoes IS NOT NULL) "
+                     "AS undone FROM rubric_events e WHERE :ex IS NULL OR exercise = :ex ORDER BY id DESC",
+                     {"ex": exercise})
+    for r in rows:
+        r["detail"], r["undone"] = json.loads(r["detail"]), bool(r["undone"])
+    return rows
+
+
+def rubric_at(project: Project, exercise: str, at: str | None = None) -> dict:
+    """The exercise's rubric as it stood at time `at` (ISO; None: now): {version, joints, criteria}.
+
+    version is the id of the last rubric event up to then; criteria are in that rubric's order, retired
+    ones included with retired True.
+    """
+    with connect(project) as db:
+        events = _rows(db.conn, "SELECT * FROM rubric_events WHERE exercise = ? AND (? IS NULL OR created_at <= ?) "
+                       "ORDER BY id", (exercise, at, at))
+    joints, crits, order, _ = _replay(events)
+    return {
+        "exercise": exercise,
+        "version": max((e["id"] for e in events), default=0),
+        "joints": joints or [],
+        "criteria": [_criterion({"name": k, **crits[k], "position": i}) for i, k in enumerate(order)],
+    }
+
+
+def label_rubric(project: Project, event_id: int) -> dict:
+    """The rubric a label event was made with (its clip's exercise, as it stood when the label was saved)."""
+    with connect(project) as db:
+        # The label's own exercise (recorded since m003) when the clip's has changed since.
+        row = db.conn.execute("SELECT coalesce(e.exercise, c.exercise), e.created_at FROM label_events e "
+                              "JOIN clips c ON c.id = e.clip_id WHERE e.id = ?", (event_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no label event {event_id}")
+    return rubric_at(project, row[0], row[1])
+
+
+# Provenance: what the source said about a video (yt-dlp's fields, cleaned). The athlete is the project's own.
+PROVENANCE = ("uploader", "channel", "channel_id", "upload_date", "duration", "license", "webpage_url")
+
+
+def set_athlete(project: Project, video_ids: list[str], athlete: str, annotator: str) -> int:
+    """Name the athlete of these videos ('' = unknown), one event per video whose athlete changes; returns
+    how many changed."""
+    athlete = _one_line(athlete, 80)
+    changed = 0
+    with connect(project) as db, transaction(db) as conn:
+        for video_id in dict.fromkeys(video_ids):
+            row = conn.execute("SELECT athlete FROM videos WHERE id = ?", (video_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no video {video_id!r}")
+            if row[0] != athlete:
+                _video_event(conn, video_id, "athlete", athlete, row[0], annotator)
+                changed += 1
+    return changed
+
+
+def _video_event(conn: sqlite3.Connection, video_id: str, field: str, value: str, previous: str, annotator: str,
+                 undoes: int | None = None) -> int:
+    cur = conn.execute("INSERT INTO video_events (video_id, field, value, previous, undoes, annotator, created_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (video_id, field, value, previous, undoes, annotator, now()))
+    conn.execute(f"UPDATE videos SET {field} = ? WHERE id = ?", (value, video_id))  # field: CHECKed by the table
+    return cur.lastrowid
+
+
+def undo_video_event(project: Project, event_id: int, annotator: str) -> int:
+    """Take back a video edit: its field gets back the value it had (an event of its own)."""
+    with connect(project) as db, transaction(db) as conn:
+        rows = _rows(conn, "SELECT * FROM video_events WHERE id = ?", (event_id,))
+        if not rows or rows[0]["undoes"] is not None:
+            raise StoreError(f"no video edit {event_id} to undo")
+        if conn.execute("SELECT 1 FROM video_events WHERE undoes = ?", (event_id,)).fetchone():
+            raise StoreError(f"video edit {event_id} is undone already")
+        e = rows[0]
+        current = conn.execute(f"SELECT {e['field']} FROM videos WHERE id = ?", (e["video_id"],)).fetchone()[0]
+        return _video_event(conn, e["video_id"], e["field"], e["previous"], current, annotator, undoes=event_id)
+
+
+def video_events(project: Project, video_id: str | None = None) -> list[dict]:
+    """Edits of videos (athlete), newest first, each with `undone`."""
+    with connect(project) as db:
+        rows = _rows(db.conn, "SELECT e.*, e.id IN (SELECT undoes FROM video_events WHERE undoes IS NOT NULL) "
+                     "AS undone FROM video_events e WHERE :v IS NULL OR video_id = :v ORDER BY id DESC", {"v": video_id})
+    for r in rows:
+        r["undone"] = bool(r["undone"])
+    return rows
+
+
+def removed_spans(project: Project, video_id: str) -> list[dict]:
+    """What the automatic trim removed from a video: {start_frame, end_frame, reason}, in order."""
+    with connect(project) as db:
+        return _rows(db.conn, "SELECT start_frame, end_frame, reason FROM trim_spans WHERE video_id = ? "
+                     "ORDER BY start_frame", (video_id,))
+
+
+def trim_events(project: Project, video_id: str | None = None) -> list[dict]:
+    """The coaches' review of the trim (restore / remove / undo), oldest first, each with `undone`."""
+    with connect(project) as db:
+        rows = _rows(db.conn, "SELECT e.*, e.id IN (SELECT undoes FROM trim_events WHERE undoes IS NOT NULL) "
+                     "AS undone FROM trim_events e WHERE :v IS NULL OR video_id = :v ORDER BY id", {"v": video_id})
+    for r in rows:
+        r["clips"], r["undone"] = json.loads(r["clips"]), bool(r["undone"])
+    return rows
+
+
+def _video_frames(conn: sqlite3.Connection, video_id: str) -> int:
+    row = conn.execute("SELECT frames FROM videos WHERE id = ?", (video_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no video {video_id!r}")
+    return row[0]
+
+
+def restore_span(project: Project, video_id: str, start: int, end: int, annotator: str, clips: list[dict]) -> dict:
+    """Give frames [start, end) back to the dataset as these clips (rows without id: ids are made here, one
+    event's clips named after it). Returns the event: {id, clips}."""
+    with connect(project) as db, transaction(db) as conn:
+        frames = _video_frames(conn, video_id)
+        if not 0 <= start < end <= frames:
+            raise StoreError(f"a span must lie within the video's frames 0..{frames}")
+        if not clips:
+            raise StoreError("nothing to restore: the span makes no clip")
+        cur = conn.execute("INSERT INTO trim_events (video_id, action, start_frame, end_frame, annotator, created_at) "
+                           "VALUES (?, 'restore', ?, ?, ?, ?)", (video_id, start, end, annotator, now()))
+        event_id = cur.lastrowid
+        stamp = now()
+        rows = [{**c, "id": f"{video_id}_r{event_id}_{i:02d}", "video_id": video_id, "created_at": stamp}
+                for i, c in enumerate(clips)]
+        _insert(conn, "clips", rows)
+        ids = [r["id"] for r in rows]
+        conn.execute("UPDATE trim_events SET clips = ? WHERE id = ?", (json.dumps(ids), event_id))
+    return {"id": event_id, "clips": ids}
+
+
+def remove_span(project: Project, video_id: str, start: int, end: int, annotator: str) -> dict:
+    """Take frames [start, end) of a kept part out of the dataset: the active clips of the video that overlap
+    it are set aside (their labels stay in the history). Returns the event: {id, clips}."""
+    with connect(project) as db, transaction(db) as conn:
+        frames = _video_frames(conn, video_id)
+        if not 0 <= start < end <= frames:
+            raise StoreError(f"a span must lie within the video's frames 0..{frames}")
+        ids = [r[0] for r in conn.execute("SELECT id FROM clips WHERE video_id = ? AND active AND start_frame < ? "
+                                          "AND end_frame > ? ORDER BY start_frame", (video_id, end, start))]
+        cur = conn.execute("INSERT INTO trim_events (video_id, action, start_frame, end_frame, clips, annotator, "
+                           "created_at) VALUES (?, 'remove', ?, ?, ?, ?, ?)",
+                           (video_id, start, end, json.dumps(ids), annotator, now()))
+        conn.executemany("UPDATE clips SET active = 0 WHERE id = ?", [(i,) for i in ids])
+    return {"id": cur.lastrowid, "clips": ids}
+
+
+def undo_trim_event(project: Project, event_id: int, annotator: str) -> int:
+    """Take back a restore (its clips, and the clips split from them, are set aside) or a removal (its clips
+    come back). Returns the undo event's id."""
+    with connect(project) as db, transaction(db) as conn:
+        rows = _rows(conn, "SELECT * FROM trim_events WHERE id = ?", (event_id,))
+        if not rows or rows[0]["action"] == "undo":
+            raise StoreError(f"no trim change {event_id} to undo")
+        if conn.execute("SELECT 1 FROM trim_events WHERE undoes = ?", (event_id,)).fetchone():
+            raise StoreError(f"trim change {event_id} is undone already")
+        e, ids = rows[0], json.loads(rows[0]["clips"])
+        if e["action"] == "restore":
+            for clip_id in ids:
+                conn.execute("UPDATE clips SET active = 0 WHERE id = ? OR id LIKE ? || '-%'", (clip_id, clip_id))
+        else:
+            conn.executemany("UPDATE clips SET active = 1 WHERE id = ?", [(i,) for i in ids])
+        cur = conn.execute("INSERT INTO trim_events (video_id, action, start_frame, end_frame, clips, undoes, "
+                           "annotator, created_at) VALUES (?, 'undo', ?, ?, ?, ?, ?, ?)",
+                           (e["video_id"], e["start_frame"], e["end_frame"], e["clips"], event_id, annotator, now()))
+    return cur.lastrowid
+
+
+def _trimmed_frames(video: dict, spans: list[dict], events: list[dict]) -> tuple[int, int]:
+    """Frames of a video the automatic trim removed, and those removed now (after restores and removals)."""
+    frames = int(video["frames"])
+    if not spans:  # ingested before spans were kept, or imported: only the share is known
+        automatic = int(round(video["trimmed_share"] * frames))
+        removed = [False] * frames
+        for i in range(automatic):
+            removed[i] = True
+    else:
+        removed = [False] * frames
+        for s in spans:
+            removed[s["start_frame"]:s["end_frame"]] = [True] * (s["end_frame"] - s["start_frame"])
+        automatic = sum(removed)
+    for e in events:
+        if e["action"] != "undo" and not e["undone"]:
+            a, b = max(0, e["start_frame"]), min(frames, e["end_frame"])
+            removed[a:b] = [e["action"] == "remove"] * max(0, b - a)
+    return automatic, sum(removed)
+
+
+def trim_summary(project: Project) -> dict:
+    """Trimmed shares per video and overall: `automatic` (what the trim cut) and `current` (after review)."""
+    with connect(project) as db:
+        videos = _rows(db.conn, "SELECT id, frames, trimmed_share FROM videos ORDER BY id")
+        spans = _rows(db.conn, "SELECT * FROM trim_spans ORDER BY video_id, start_frame")
+    events = trim_events(project)
+    per_video, total, auto_sum, now_sum = {}, 0, 0, 0
+    for v in videos:
+        automatic, current = _trimmed_frames(v, [s for s in spans if s["video_id"] == v["id"]],
+                                             [e for e in events if e["video_id"] == v["id"]])
+        frames = max(1, v["frames"])
+        per_video[v["id"]] = {"automatic": automatic / frames, "current": current / frames, "frames": v["frames"]}
+        total, auto_sum, now_sum = total + v["frames"], auto_sum + automatic, now_sum + current
+    return {"per_video": per_video, "automatic": auto_sum / total if total else None,
+            "current": now_sum / total if total else None}
+
+
+def _summary(values: list[float]) -> dict:
+    """n, total, mean, median, min, max of a list of numbers (None where empty)."""
+    import statistics
+
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return {"n": 0, "total": 0.0, "mean": None, "median": None, "min": None, "max": None}
+    return {"n": len(values), "total": sum(values), "mean": statistics.fmean(values),
+            "median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def dataset_statistics(project: Project) -> dict:
+    """The tables published exercise-video datasets report, for the Statistics tab and `curation stats`.
+
+    Per exercise and class: videos, clips, labelled clips and frames; durations (video and clip seconds),
+    resolutions and frame rates; person and trimmed shares per video and overall; complexity per exercise
+    (automatic: the clips' index; coaches': the mean of the components coaches confirmed in their current
+    labels); coaches' seconds per verdict (every verdict event, skips included).
+    """
+    consensus = consensus_labels(project)
+    current = current_labels(project)
+    with connect(project) as db:
+        videos = _rows(db.conn, "SELECT id, exercise, frames, fps, width, height, person_share, athlete, channel_id "
+                       "FROM videos ORDER BY id")
+        clips = _rows(db.conn, "SELECT id, video_id, exercise, start_frame, end_frame, fps, complexity FROM clips "
+                      "WHERE active")
+        timing = _rows(db.conn, "SELECT verdict, seconds FROM label_events WHERE kind = 'verdict' AND seconds IS NOT "
+                       "NULL AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL)")
+    exercise_of = {c["id"]: c["exercise"] for c in clips}
+    per: dict[str, dict] = {}
+
+    def entry(exercise: str) -> dict:
+        return per.setdefault(exercise, {
+            "videos": 0, "clips": 0, "frames": 0, "labelled": 0, "labelled_frames": 0, "seconds": 0.0,
+            "per_class": {lab: {"clips": 0, "frames": 0} for lab in LABELS},
+            "complexity_auto": [], "complexity_coach": []})
+
+    for v in videos:
+        entry(v["exercise"] or "unknown")["videos"] += 1
+    for c in clips:
+        e, n = entry(c["exercise"]), c["end_frame"] - c["start_frame"]
+        e["clips"] += 1
+        e["frames"] += n
+        e["seconds"] += n / c["fps"]
+        e["complexity_auto"].append(c["complexity"])
+        label = (consensus.get(c["id"]) or {}).get("label")
+        if label in LABELS:
+            e["labelled"] += 1
+            e["labelled_frames"] += n
+            e["per_class"][label]["clips"] += 1
+            e["per_class"][label]["frames"] += n
+    for r in current:
+        parts = [r[k] for k in ("joints_engaged", "angular_sensitivity", "range_of_motion", "balance_demand")
+                 if r[k] is not None]
+        if parts and r["clip_id"] in exercise_of:
+            entry(exercise_of[r["clip_id"]])["complexity_coach"].append(sum(parts) / len(parts))
+    for e in per.values():
+        e["complexity_auto"] = _summary(e["complexity_auto"])["mean"]
+        e["complexity_coach"] = _summary(e["complexity_coach"])["mean"]
+    trim = trim_summary(project)
+    frames = sum(v["frames"] for v in videos)
+    return {
+        "exercises": dict(sorted(per.items())),
+        "frames": frames,
+        "labelled_frames": sum(e["labelled_frames"] for e in per.values()),
+        "per_class": {lab: {"clips": sum(e["per_class"][lab]["clips"] for e in per.values()),
+                            "frames": sum(e["per_class"][lab]["frames"] for e in per.values())} for lab in LABELS},
+        "video_seconds": _summary([v["frames"] / v["fps"] for v in videos if v["fps"]]),
+        "clip_seconds": _summary([(c["end_frame"] - c["start_frame"]) / c["fps"] for c in clips]),
+        "resolutions": _counts(f"{v['width']}x{v['height']}" for v in videos),
+        "fps": _counts(f"{v['fps']:g}" for v in videos),
+        "athletes": len({v["athlete"] for v in videos if v["athlete"]}),
+        "channels": len({v["channel_id"] for v in videos if v["channel_id"]}),
+        "person_share": {
+            "overall": sum(v["person_share"] * v["frames"] for v in videos) / frames if frames else None,
+            "per_video": {v["id"]: v["person_share"] for v in videos}},
+        "trimmed_share": {"overall": trim["current"], "automatic": trim["automatic"],
+                          "per_video": {k: v["current"] for k, v in trim["per_video"].items()}},
+        "seconds_per_verdict": {verdict: _summary([t["seconds"] for t in timing if t["verdict"] == verdict])
+                                for verdict in VERDICTS},
+    }
+
+
+def _counts(keys) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key in keys:
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 # ---------------------------------------------------------------- dataset exchange (m005)
 
 
+def exchange_schema(project: Project, tables: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Each listed table that exists, in list order, with its columns as (name, declared type)."""
+    with connect(project) as db:
+        existing = {r[0] for r in db.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return {t: [(r[1], r[2]) for r in db.conn.execute(f'PRAGMA table_info("{t}")')]
+                for t in tables if t in existing}
+
+
+def dump_tables(project: Project, tables: list[str]) -> dict[str, tuple[list[str], list[tuple]]]:
+    """Every row of each listed table that exists, (column names, rows sorted by primary key), read in one
+    transaction so that the tables fit together."""
+    out = {}
+    with connect(project) as db:
+        db.conn.execute("BEGIN")
+        try:
+            for table in exchange_schema(project, tables):
+                info = list(db.conn.execute(f'PRAGMA table_info("{table}")'))
+                key = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]] or [r[1] for r in info]
+                cur = db.conn.execute(f'SELECT * FROM "{table}" ORDER BY ' + ", ".join(f'"{k}"' for k in key))
+                out[table] = ([d[0] for d in cur.description], cur.fetchall())
+        finally:
+            db.conn.execute("ROLLBACK")
+    return out
+
+
+def has_project_data(project: Project) -> bool:
+    """Whether the project has clips or videos (a whole exported project is restored only into one without)."""
+    with connect(project) as db:
+        return bool(db.conn.execute("SELECT EXISTS (SELECT 1 FROM clips) OR EXISTS (SELECT 1 FROM videos)").fetchone()[0])
+
+
+def restore_tables(project: Project, tables: dict[str, tuple[list[str], list[tuple[int, list]]]],
+                   before_commit: Callable[[], None] | None = None) -> None:
+    """Replace the rows of these tables by the given ones (ids kept) in one transaction, in a project without
+    clips or videos. Foreign keys are checked once all rows are in; a refused row is named by its line."""
+    with connect(project) as db, transaction(db) as conn:
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM clips) OR EXISTS (SELECT 1 FROM videos)").fetchone()[0]:
+            raise StoreError("the project has clips or videos: a whole project is restored only into an empty one")
+        conn.execute("PRAGMA defer_foreign_keys = ON")  # rows may refer to rows further down (undoes, splits)
+        for table in reversed(list(tables)):
+            conn.execute(f'DELETE FROM "{table}"')
+        for table, (columns, rows) in tables.items():
+            sql = (f'INSERT INTO "{table}" (' + ", ".join(f'"{c}"' for c in columns) + ") VALUES ("
+                   + ", ".join("?" * len(columns)) + ")")
+            for line, values in rows:
+                try:
+                    conn.execute(sql, values)
+                except sqlite3.IntegrityError as exc:
+                    raise StoreError(f"tables/{table}.csv line {line}: {exc}") from None
+        broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise StoreError(f"tables/{broken[0][0]}.csv: {len(broken)} rows refer to {broken[0][2]} rows that are "
+                             f"not there")
+        if before_commit is not None:
+            before_commit()
+
+
 # ---------------------------------------------------------------- accounts, roles, audit (m006)
+
+
+def get_account(project: Project, name: str) -> dict | None:
+    """A person's role row, or None."""
+    with connect(project) as db:
+        rows = _rows(db.conn, "SELECT * FROM accounts WHERE name = ?", (name,))
+    return rows[0] if rows else None
+
+
+def list_accounts(project: Project) -> list[dict]:
+    with connect(project) as db:
+        return _rows(db.conn, "SELECT * FROM accounts ORDER BY name")
+
+
+def _audit(conn: sqlite3.Connection, actor: str, action: str, target: str = "", detail: dict | None = None) -> None:
+    _insert(conn, "audit", [{"at": now(), "actor": actor, "action": action, "target": target,
+                             "detail": json.dumps(detail or {}, sort_keys=True)}])
+
+
+def _keeps_an_admin(conn: sqlite3.Connection, name: str) -> None:
+    """Refuse a change that would leave a project that had an admin without one (nobody could manage it)."""
+    others = conn.execute("SELECT count(*) FROM accounts WHERE role = 'admin' AND name != ?", (name,)).fetchone()[0]
+    was_admin = conn.execute("SELECT 1 FROM accounts WHERE name = ? AND role = 'admin'", (name,)).fetchone()
+    if was_admin and not others:
+        raise StoreError(f"{name} is the last admin: make someone else admin first")
+
+
+def put_account(project: Project, name: str, role: str, actor: str) -> None:
+    """Give `name` the role (adding the account if new), recorded in the audit log in the same transaction."""
+    with connect(project) as db, transaction(db) as conn:
+        before = conn.execute("SELECT role FROM accounts WHERE name = ?", (name,)).fetchone()
+        if before and before[0] == role:
+            return
+        if role != "admin":
+            _keeps_an_admin(conn, name)
+        stamp = now()
+        conn.execute("INSERT INTO accounts (name, role, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                     "ON CONFLICT (name) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at",
+                     (name, role, stamp, stamp))
+        _audit(conn, actor, "role set" if before else "user added", name,
+               {"role": role, **({"was": before[0]} if before else {})})
+
+
+def delete_account(project: Project, name: str, actor: str) -> None:
+    """Remove `name`'s account (their label events stay); audited."""
+    with connect(project) as db, transaction(db) as conn:
+        _keeps_an_admin(conn, name)
+        if conn.execute("DELETE FROM accounts WHERE name = ?", (name,)).rowcount:
+            _audit(conn, actor, "user removed", name)
+
+
+def record_audit(project: Project, actor: str, action: str, target: str = "", detail: dict | None = None) -> None:
+    """Append one line to the audit log (an import, an export, a password set...)."""
+    with connect(project) as db, transaction(db) as conn:
+        _audit(conn, actor, action, target, detail)
+
+
+def audit_log(project: Project, limit: int = 500) -> list[dict]:
+    """The latest audit lines, newest first."""
+    with connect(project) as db:
+        return _rows(db.conn, "SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
 
 
 # ---------------------------------------------------------------- job liveness (m007)
 
 
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this id runs on this machine (workers and ingests hold claims by pid)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    try:  # a zombie has exited but still answers kill(0)
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(") ", 1)[1][:1] not in "ZX"
+    except OSError:
+        return True
+
+
+def claim_source(project: Project, source_key: str, owner: str, pid: int | None = None) -> bool:
+    """Take the source for one ingest; False when a live process holds it (a claim of a dead one is taken over)."""
+    pid = os.getpid() if pid is None else pid
+    with connect(project) as db, transaction(db) as conn:
+        row = conn.execute("SELECT owner, pid FROM source_claims WHERE source_key = ?", (source_key,)).fetchone()
+        if row is not None and row[0] != owner and pid_alive(row[1]):
+            return False
+        conn.execute("INSERT OR REPLACE INTO source_claims VALUES (?, ?, ?, ?)", (source_key, owner, pid, now()))
+    return True
+
+
+def source_claim(project: Project, source_key: str) -> str | None:
+    """Who holds the source now ("job <id>", "pid <n>"), or None."""
+    with connect(project) as db:
+        row = db.conn.execute("SELECT owner FROM source_claims WHERE source_key = ?", (source_key,)).fetchone()
+    return row[0] if row else None
+
+
+def release_source(project: Project, source_key: str, owner: str) -> None:
+    with connect(project) as db, transaction(db) as conn:
+        conn.execute("DELETE FROM source_claims WHERE source_key = ? AND owner = ?", (source_key, owner))
+
+
+def beat(project: Project, job_id: str, pid: int) -> bool | None:
+    """The worker's liveness signal (every second, whatever the job does). True when cancel was asked, None
+    when the job is no longer this worker's (recovered by someone else after a stall)."""
+    with connect(project) as db, transaction(db) as conn:
+        changed = conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running' AND pid = ?",
+                               (now(), job_id, pid)).rowcount
+        row = conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return bool(row[0]) if changed and row else None
+
+
+def oldest_queued_at(project: Project) -> str | None:
+    """When the job waiting longest was queued (ISO time), or None when nothing waits."""
+    with connect(project) as db:
+        return db.conn.execute("SELECT min(created_at) FROM jobs WHERE status = 'queued'").fetchone()[0]
+
+
+def active_job_ids(project: Project) -> set[str]:
+    """Ids of the queued and running jobs (whose folders must stay)."""
+    with connect(project) as db:
+        return {r[0] for r in db.conn.execute("SELECT id FROM jobs WHERE status IN ('queued', 'running')")}
+
+
 # ---------------------------------------------------------------- runs (m008)
+
+
+def add_run_promotion(project: Project, run_id: str | None, annotator: str, note: str = "") -> dict:
+    """Append a promotion event (run_id None: withdraw the promotion); returns the row written."""
+    if not annotator.strip():
+        raise StoreError("say who promotes the run")
+    row = {"run_id": run_id, "annotator": annotator.strip(), "note": note, "created_at": now()}
+    with connect(project) as db, transaction(db) as conn:
+        _insert(conn, "run_promotions", [row])
+    return row
+
+
+def run_promotions(project: Project) -> list[dict]:
+    """Every promotion event, oldest first (id, run_id or None for a withdrawal, annotator, note, created_at)."""
+    with connect(project) as db:
+        return _rows(db.conn, "SELECT id, run_id, annotator, note, created_at FROM run_promotions ORDER BY id")

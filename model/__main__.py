@@ -1,4 +1,4 @@
-"""Command line: `python -m model train|suggest|simulate` (design.md 4.2), thin layers over model.train,
+"""Command line: `python -m model train|suggest|simulate|explain` (design.md 4.2), thin layers over model.train,
 model.suggest and model.simulate."""
 
 from __future__ import annotations
@@ -7,20 +7,26 @@ import argparse
 import math
 import sys
 
-from curation.__main__ import common_options, run_command
+from curation.__main__ import common_options, positive_int, run_command
 from curation.project import Project
 from model.registry import MODELS, UnknownModel
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model.train import RunConfig
+    from model.calibration import METHODS as CALIBRATIONS
+    from model.train import AUTO, AUTO_MODELS, RunConfig
 
     default = RunConfig()
     parser = argparse.ArgumentParser(prog="python -m model", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", parents=[common_options()],
                        help="train on the labelled clips and evaluate with a grouped split")
-    p.add_argument("--model", default=default.model, help=f"one of {', '.join(MODELS)} (default {default.model})")
+    p.add_argument("--model", default=default.model,
+                   help=f"{AUTO} (pick one of {', '.join(AUTO_MODELS)} by grouped folds inside each training part) "
+                        f"or one of {', '.join(MODELS)} (default {default.model})")
+    p.add_argument("--calibration", choices=("auto", *CALIBRATIONS),
+                   help="map of p(incorrect) fitted inside each training part (default: auto for --model auto, "
+                        "none otherwise)")
     p.add_argument("--folds", type=int, default=default.folds, help="K of the stratified grouped K-fold")
     p.add_argument("--holdout", type=float, metavar="SHARE",
                    help="evaluate on one grouped holdout of this share (e.g. 0.2) instead of K-fold")
@@ -30,8 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whole clips, or 20-frame windows voting on the verdict (default: the model's measured best)")
     p.add_argument("--augment", type=int, help="augmented copies of each training clip (default: 2 for the networks, "
                    "0 for the baseline)")
+    p.add_argument("--group", choices=("video", "athlete", "channel"), default=default.group,
+                   help="what the grouped split keeps together (default video; clips without an athlete or "
+                        "channel are grouped by video)")
     _suggest_options(sub)
     _simulate_options(sub)
+    _explain_options(sub)
+    _runs_options(sub)
     return parser
 
 
@@ -42,9 +53,9 @@ def _suggest_options(sub) -> None:
                        help="the unlabelled clips to label next, each with its score and reason")
     p.add_argument("--strategy", default=DEFAULT_STRATEGY, help=f"one of {', '.join(STRATEGIES)} "
                    f"(default {DEFAULT_STRATEGY})")
-    p.add_argument("--k", type=int, default=10, help="how many clips (default 10)")
+    p.add_argument("--k", type=positive_int, default=10, help="how many clips (default 10)")
     p.add_argument("--exercise", help="only clips of this exercise")
-    p.add_argument("--run", help="score with this run instead of the latest")
+    p.add_argument("--run", help="score with this run instead of the chosen one (see `runs`)")
 
 
 def _simulate_options(sub) -> None:
@@ -62,6 +73,31 @@ def _simulate_options(sub) -> None:
     p.add_argument("--model", default=default.model, help=f"one of {', '.join(MODELS)} (default {default.model})")
     p.add_argument("--test-share", type=float, default=default.test_share, help="share of the grouped test part")
     p.add_argument("--rounds", type=int, help="stop after this many rounds (default: until every clip is used)")
+    p.add_argument("--growth", type=float, default=default.growth,
+                   help=f"each round labels at least this times the clips labelled so far (default {default.growth}; "
+                        "1 = even steps of --step)")
+    p.add_argument("--splits", type=int, default=default.splits,
+                   help="repeat the whole simulation on this many grouped test parts (default 1)")
+
+
+def _runs_options(sub) -> None:
+    sub.add_parser("runs", parents=[common_options()],
+                   help="the finished runs with their key metrics; * marks the one that scores suggestions")
+    p = sub.add_parser("promote", parents=[common_options()],
+                       help="make a run the one that scores suggestions (until another promotion or --withdraw)")
+    p.add_argument("run", metavar="RUN", nargs="?", help="a run id from `python -m model runs`")
+    p.add_argument("--withdraw", action="store_true",
+                   help="end the standing promotion: the best run on the current labels scores again")
+    p.add_argument("--by", default="command line", help="who promotes (recorded with the promotion)")
+    p.add_argument("--note", default="", help="why (recorded with the promotion)")
+
+
+def _explain_options(sub) -> None:
+    p = sub.add_parser("explain", parents=[common_options()],
+                       help="which frames and joints a run's verdict on a clip rests on (from the model that "
+                            "made the clip's out-of-fold prediction when the clip was evaluated)")
+    p.add_argument("clip_id", metavar="CLIP_ID")
+    p.add_argument("--run", help="explain with this run instead of the current one (promoted, else the best)")
 
 
 def _fmt(value: float | None) -> str:
@@ -78,6 +114,16 @@ def summary(metrics: dict) -> str:
     ]
     for name, entry in metrics["per_exercise"].items():
         lines.append(f"  {name}: macro-F1 {_fmt(entry['macro_f1'])} (n={entry['n']})")
+    if metrics.get("picked"):
+        inner = metrics["auto"].get("inner_macro_f1") or {}
+        scores = ", ".join(f"{k} {_fmt(v)}" for k, v in inner.items())
+        lines.append(f"final model: {metrics['picked']}" + (f" (inner macro-F1: {scores})" if scores else "")
+                     + f", calibration {metrics['calibration']}: ECE {_fmt(metrics.get('ece_uncalibrated'))} "
+                       f"before, {_fmt(metrics['ece'])} after")
+    for key, entry in (metrics.get("per_criterion") or {}).items():
+        if entry.get("n_scored"):
+            lines.append(f"  {key}: p(fail) AUC {_fmt(entry['auc'])}, F1 {_fmt(entry['f1'])} "
+                         f"({entry['n_fail']} fail of {entry['n']})")
     lines.append(f"trained in {metrics['train_seconds']:.1f} s; final model scores "
                  f"{metrics['predict_ms_per_clip']:.2f} ms per clip")
     return "\n".join(lines)
@@ -87,7 +133,8 @@ def _train(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     from model.train import RunConfig, train_run
 
     params = {"model": args.model, "folds": args.folds, "holdout": args.holdout, "seed": args.seed,
-              "augment": args.augment, "epochs": args.epochs, "input": args.input}
+              "augment": args.augment, "epochs": args.epochs, "input": args.input, "group": args.group,
+              "calibration": args.calibration}
     config = RunConfig.from_params(params)
 
     def progress(fraction: float, message: str = "") -> None:
@@ -117,15 +164,19 @@ def _simulate(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     from model.simulate import RANDOM, SimulateOptions, simulate
 
     options = SimulateOptions(strategy=args.strategy, seed_size=args.seed_size, step=args.step, seeds=args.seeds,
-                              model=args.model, test_share=args.test_share, rounds=args.rounds)
+                              model=args.model, test_share=args.test_share, rounds=args.rounds, growth=args.growth,
+                              splits=args.splits)
 
     def progress(fraction: float, message: str = "") -> None:
         print(f"\r{fraction:4.0%} {message[:60]:<60}", end="", file=sys.stderr, flush=True)
 
     result = simulate(project, options, progress=progress)
     print(file=sys.stderr)
-    print(f"{result['n_pool']} clips to label, {result['n_test']} tested ({result['test_groups']} groups); "
-          f"macro-F1 with all of them {_fmt(result['full_f1'])}; {len(result['seeds'])} seeds")
+    splits = len(result["splits"])
+    where = (f"{result['n_pool']} clips to label, {result['n_test']} tested ({result['test_groups']} groups)"
+             if splits == 1 else f"{splits} grouped test splits")
+    print(f"{where}; macro-F1 with all of them {_fmt(result['full_f1'])}; {len(result['seeds'])} seeds; "
+          f"{result['seconds']:.0f} s")
     for name in result["curves"]:
         reached = result["labels_to_95"][name]
         print(f"  {name}: 95 % of it after {reached if reached is not None else 'never'} labels, "
@@ -133,22 +184,73 @@ def _simulate(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     if result["strategy"] != RANDOM:
         saving = result["label_saving"]
         print(f"labels saved against random order: {'n/a' if saving is None else f'{saving:.0%}'}")
+        if splits > 1:
+            name = result["strategy"]
+            print(f"area under the curve over {splits} splits: {name} {_fmt(result['auc_mean'][name])} "
+                  f"+/- {_fmt(result['auc_sd'][name])}, random {_fmt(result['auc_mean'][RANDOM])} "
+                  f"+/- {_fmt(result['auc_sd'][RANDOM])}; {name} - random (paired by split) "
+                  f"{_fmt(result['auc_diff_mean'][name])} +/- {_fmt(result['auc_diff_sd'][name])}")
     return result, 0
 
 
-COMMANDS = {"train": _train, "suggest": _suggest, "simulate": _simulate}
+def _runs(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from model.choice import table
+
+    listing = table(project)
+    if not listing["runs"]:
+        print("no finished runs yet")
+    for r in listing["runs"]:
+        print(f"{'*' if r['current'] else ' '} {r['run_id']}  {r['model']:<11} macro-F1 {_fmt(r['macro_f1'])}  "
+              f"{r['n_clips']} clips  {r['created_at'][:19]}  {r['split']}")
+    if listing["current"]:
+        print(f"* scores suggestions: {listing['reason']}")
+    return listing, 0
+
+
+def _promote(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from model.choice import current, promote, withdraw
+
+    if args.withdraw == bool(args.run):
+        raise PromoteUsage("give a RUN to promote, or --withdraw (not both)")
+    event = withdraw(project, args.by, args.note) if args.withdraw else promote(project, args.run, args.by, args.note)
+    chosen = current(project)
+    print(f"suggestions are now scored by {chosen.run_id or 'no run (cold start)'}: {chosen.reason}")
+    return {**event, "current": chosen.run_id, "reason": chosen.reason}, 0
+
+
+class PromoteUsage(ValueError):
+    """`promote` with neither or both of RUN and --withdraw."""
+
+
+def _explain(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from model.runs import explain_clip
+
+    why = explain_clip(project, args.clip_id, args.run)
+    print(f"clip {why['clip_id']}, run {why['run_id']}, {why['source']} model: p(incorrect) "
+          f"{why['p_incorrect']:.3f}")
+    if why["note"]:
+        print(f"  ({why['note']})")
+    weights = why["frame_weights"]
+    peak = max(range(len(weights)), key=weights.__getitem__)
+    print(f"  frames: {why['frames']}, the verdict rests most on frame {peak}")
+    print("  joints: " + ", ".join(f"{name} {why['joint_weights'][name]:.2f}" for name in why["top_joints"]))
+    return why, 0
+
+
+COMMANDS = {"runs": _runs, "promote": _promote,
+            "train": _train, "suggest": _suggest, "simulate": _simulate, "explain": _explain}
 
 
 def main(argv: list[str] | None = None) -> int:
     from model.active import EmptyPool, PoolExhausted
-    from model.runs import RunNotFound
+    from model.runs import ClipNotFound, RunNotFound, UnknownExercise
     from model.simulate import SimulationRefused
     from model.suggest import UnknownStrategy
     from model.train import BadRunConfig, TrainingRefused
 
     return run_command(build_parser().parse_args(argv), COMMANDS,
                        (TrainingRefused, BadRunConfig, UnknownModel, SimulationRefused, EmptyPool, PoolExhausted,
-                        RunNotFound, UnknownStrategy))
+                        RunNotFound, UnknownStrategy, ClipNotFound, UnknownExercise, PromoteUsage))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STRATEGIES = ("least_confidence", "margin", "entropy", "bald", "random")
+STRATEGIES = ("mixed", "least_confidence", "margin", "entropy", "bald", "random")
 # tests/benchmarks/bench_active.py (model.simulate, baseline model, 5 seeds x 3 grouped test parts): labels to
 # reach 95 % of the full-data macro-F1, saving against random order / area under the learning curve:
 #   synthetic sample, pool 300:        entropy +27 % / 0.925, random 0.893, bald -42 % / 0.862
@@ -17,6 +17,11 @@ STRATEGIES = ("least_confidence", "margin", "entropy", "bald", "random")
 # Least confidence and margin rank clips as entropy does (up to float ties) and scored the same or a little
 # lower; bald with a committee of models on grouped parts of the labelled clips lost to random everywhere.
 DEFAULT_STRATEGY = "entropy"
+# "mixed": RANDOM_SHARE of each batch drawn at random from the pool, the rest by entropy (with the diversity and
+# balancing steps). Uncertainty alone chases the current model's blind spots and, on some test splits, learned
+# the population more slowly than random order; the random part keeps the labels a fair sample of it.
+MIXED = "mixed"
+RANDOM_SHARE = 0.5
 
 # The diversity step clusters the top max(100 k, 1000) clips by score: the whole pool up to 1,000 clips, which
 # was measured best (model.simulate on the synthetic sample, pool 300, as above: clustering a shortlist of the
@@ -25,6 +30,10 @@ DEFAULT_STRATEGY = "entropy"
 CANDIDATES_PER_PICK = 100
 MIN_CANDIDATES = 1000
 KMEANS_ITERATIONS = 25  # Lloyd iterations at most (they usually settle in under 10)
+# Batches larger than this (a simulation labels hundreds of clips per round late on) are spread over this many
+# clusters, taking the best of each cluster in turn: k-means with k = 1,500 clusters of 5,000 clips cost
+# seconds per round, for no visible gain in coverage.
+MAX_CLUSTERS = 100
 EPS = 1e-12  # keeps log(0) out of the entropies
 
 # When a reason mentions something (coach words, built from the numbers):
@@ -172,21 +181,25 @@ def _kmeans(emb: np.ndarray, k: int, rng: np.random.Generator, iterations: int =
     return cluster
 
 
-def _pick(cluster: np.ndarray, classes: np.ndarray, caps: dict[int, int] | None, k: int) -> list[int]:
-    """k of the points (given best first): first the best of each cluster, then the best of the rest; a point
-    of class c only while fewer than caps[c] of that class are picked (classes absent from caps: no limit)."""
+def _pick(cluster: np.ndarray, classes: np.ndarray, caps: dict[int, int] | None, k: int, rounds: int = 1
+          ) -> list[int]:
+    """k of the points (given best first): `rounds` times the best of each cluster not picked yet, then the
+    best of the rest; a point of class c only while fewer than caps[c] of that class are picked (classes
+    absent from caps: no limit)."""
     picked: list[int] = []
+    chosen: set[int] = set()
     taken: dict[int, int] = {}
-    clusters_done: set[int] = set()
-    for one_per_cluster in (True, False):
+    for one_per_cluster in [True] * rounds + [False]:
+        clusters_done: set[int] = set()
         for i in range(len(cluster)):
             if len(picked) == k:
                 return picked
             c = int(classes[i])
-            if (i in picked or (one_per_cluster and cluster[i] in clusters_done)
+            if (i in chosen or (one_per_cluster and cluster[i] in clusters_done)
                     or (caps is not None and c in caps and taken.get(c, 0) >= caps[c])):
                 continue
             picked.append(i)
+            chosen.add(i)
             clusters_done.add(cluster[i])
             taken[c] = taken.get(c, 0) + 1
     return picked
@@ -286,6 +299,8 @@ def _scores(pool: Pool, strategy: str, rng: np.random.Generator) -> tuple[np.nda
     """Score per clip and, for bald, which disagreement it measured ("mc", "committee" or None: entropy)."""
     if strategy == "random":
         return rng.random(len(pool)), None
+    if strategy == MIXED:
+        return entropy(pool.p), None
     if strategy == "bald":
         for kind, mi in (("mc", pool.mc_mi), ("committee", pool.committee_mi)):
             if mi is not None:
@@ -328,7 +343,7 @@ def _p_words(p: float) -> str:
     return f"the model leans {'incorrect' if p >= 0.5 else 'correct'} ({max(p, 1 - p):.0%} sure)"
 
 
-def _reason(pool: Pool, i: int, strategy: str, bald_kind: str | None, far: bool) -> str:
+def _reason(pool: Pool, i: int, strategy: str, bald_kind: str | None, far: bool, drawn: bool = False) -> str:
     parts = []
     if pool.p is None:
         parts.append("no model yet: picked to cover the variety of clips")
@@ -336,6 +351,8 @@ def _reason(pool: Pool, i: int, strategy: str, bald_kind: str | None, far: bool)
         parts.append(_p_words(float(pool.p[i])))
         if strategy == "random":
             parts.append("picked at random")
+        if drawn:
+            parts.append("picked at random, as part of every batch is, so the labels stay a fair sample")
         if strategy == "bald" and bald_kind is None:
             parts.append("no disagreement measure yet, ranked by how unsure the model is")
         if bald_kind == "mc" and pool.mc_mi[i] >= DISAGREEMENT_MI:
@@ -357,12 +374,14 @@ def select(pool: Pool, k: int, strategy: str = DEFAULT_STRATEGY, diversity: bool
 
     1. Score every clip with `strategy` (a name of STRATEGIES; "bald" uses pool.mc_mi, else pool.committee_mi,
        else falls back to entropy and says so). "random" is the unbiased reference: k clips drawn at random,
-       no diversity or balancing.
+       no diversity or balancing. "mixed": floor(RANDOM_SHARE * k) clips drawn at random, the rest by entropy
+       through the steps below (from the clips not drawn).
     2. Keep the top max(100 k, 1000) clips as candidates (the whole pool up to 1,000 clips; see
        CANDIDATES_PER_PICK for why so wide).
-    3. Diversity (diversity=True): k-means with k clusters over the candidates' embeddings, then the best-scored
-       clip of each cluster, so a batch covers k different kinds of clips instead of ten near-identical
-       repetitions of the most uncertain one. Without it: the top k by score.
+    3. Diversity (diversity=True): k-means with k clusters (at most MAX_CLUSTERS) over the candidates'
+       embeddings, then the best-scored clip of each cluster (in turn, when k is larger), so a batch covers k
+       different kinds of clips instead of ten near-identical repetitions of the most uncertain one. Without
+       it: the top k by score.
     4. Balance (balance=True): at most about half the batch per predicted class (p >= 0.5 = incorrect), more
        only when the candidates of the other class run out; clips of an unseen exercise are not limited.
     Cold start (pool.p None): greedy k-centre over all the embeddings, starting from the labelled ones when
@@ -380,6 +399,7 @@ def select(pool: Pool, k: int, strategy: str = DEFAULT_STRATEGY, diversity: bool
             raise PoolExhausted(f"all {len(labelled)} clips are labelled: nothing is left to suggest")
         raise EmptyPool("there are no clips to suggest: add videos or import clips first")
     rng = np.random.default_rng(seed)
+    drawn: list[int] = []  # mixed: the clips drawn at random
 
     if pool.p is None:
         first = int(np.argmin(_sq_dist(pool.embeddings, pool.embeddings.mean(axis=0, keepdims=True))[:, 0]))
@@ -393,13 +413,21 @@ def select(pool: Pool, k: int, strategy: str = DEFAULT_STRATEGY, diversity: bool
         if strategy == "random":
             picks = order[:k].tolist()
         else:
-            candidates = order[:max(CANDIDATES_PER_PICK * k, MIN_CANDIDATES)]
-            p = pool.p[candidates]
-            classes = np.where(np.isfinite(p), (p >= 0.5).astype(int), -1)
-            caps = _caps(classes, k) if balance else None
-            cluster = (_kmeans(pool.embeddings[candidates], k, rng) if diversity
-                       else np.arange(len(candidates)))  # no diversity: each clip its own cluster
-            picks = candidates[_pick(cluster, classes, caps, k)].tolist()
+            drawn = (rng.choice(len(pool), min(len(pool), int(RANDOM_SHARE * k)), replace=False).tolist()
+                     if strategy == MIXED else [])
+            rest = k - len(drawn)
+            if drawn:
+                order = order[~np.isin(order, drawn)]
+            candidates = order[:max(CANDIDATES_PER_PICK * rest, MIN_CANDIDATES)]
+            picks = list(drawn)
+            if rest and len(candidates):
+                p = pool.p[candidates]
+                classes = np.where(np.isfinite(p), (p >= 0.5).astype(int), -1)
+                caps = _caps(classes, rest) if balance else None
+                clusters = min(rest, MAX_CLUSTERS)
+                cluster = (_kmeans(pool.embeddings[candidates], clusters, rng) if diversity
+                           else np.arange(len(candidates)))  # no diversity: each clip its own cluster
+                picks += candidates[_pick(cluster, classes, caps, rest, -(-rest // clusters))].tolist()
         picks.sort(key=lambda i: -scores[i])
 
     threshold = _far_threshold(labelled, rng)
@@ -407,7 +435,8 @@ def select(pool: Pool, k: int, strategy: str = DEFAULT_STRATEGY, diversity: bool
     if threshold is not None:
         chosen = np.asarray(picks, dtype=np.int64)
         far[chosen] = np.sqrt(_nearest(pool.embeddings[chosen], labelled)) > threshold
+    drawn_set = set(drawn)
     return [Suggestion(clip_id=pool.clip_ids[i], score=float(scores[i]),
-                       reason=_reason(pool, i, strategy, bald_kind, bool(far[i])),
+                       reason=_reason(pool, i, strategy, bald_kind, bool(far[i]), i in drawn_set),
                        p_incorrect=None if pool.p is None or not math.isfinite(pool.p[i]) else float(pool.p[i]))
             for i in picks]

@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 
 from curation import store
-from curation.dataset import load_clip_landmarks
+from curation.dataset import clip_aspect, load_clip_landmarks
 from curation.kinematics import BODY, frame_features
 from curation.landmarks import INDEX, MIRROR
 from curation.pose import load_track
@@ -333,13 +333,31 @@ class ClipSet:
         return clip_features(self.landmarks[index], self.fps[index], self.aspect[index])
 
 
-def load_clipset(project: Project, labelled_only: bool = True) -> ClipSet:
+GROUP_MODES = ("video", "athlete", "channel")  # what a grouped split keeps together
+
+
+def group_of(clip: dict, video: dict | None, mode: str = "video") -> tuple[str, str]:
+    """A clip's group for a grouped split, and its kind (the mode, or what stood in for it).
+
+    video: the clip's group name (athlete or source given on import), else its video, else the clip itself.
+    athlete / channel: the video's athlete / channel id; a clip whose video has none (or an imported clip)
+    falls back to its video-mode group, and its kind says so.
+    """
+    if mode not in GROUP_MODES:
+        raise ValueError(f"group must be one of {', '.join(GROUP_MODES)}, not {mode!r}")
+    field = {"athlete": "athlete", "channel": "channel_id"}.get(mode)
+    if field and video and video.get(field):
+        return f"{mode}:{video[field]}", mode
+    kind = "group" if clip["group_name"] else "video" if clip["video_id"] else "clip"
+    return clip["group_name"] or clip["video_id"] or clip["id"], kind
+
+
+def load_clipset(project: Project, labelled_only: bool = True, group: str = "video") -> ClipSet:
     """The project's active clips with their consensus labels, groups, frame rates and landmarks.
 
     labelled_only drops clips whose consensus label is None (unlabelled, or a tie between coaches not yet
-    adjudicated); otherwise they are kept with label UNLABELLED. group = the clip's group name, else its
-    video, else the clip itself. aspect = the video's width / height, 1.0 for imported arrays (pose dataset
-    folders carry no frame size).
+    adjudicated); otherwise they are kept with label UNLABELLED. groups: group_of(clip, video, group).
+    aspect = the frame's width / height (dataset.clip_aspect: an imported clip's own, else its video's, else 1).
     """
     consensus = store.consensus_labels(project)
     videos = {v["id"]: v for v in store.list_videos(project)}
@@ -354,11 +372,11 @@ def load_clipset(project: Project, labelled_only: bool = True) -> ClipSet:
         if label is None and labelled_only:
             continue
         video = videos.get(clip["video_id"]) if clip["video_id"] else None
-        aspect = video["width"] / video["height"] if video and video["height"] else 1.0
+        aspect = clip_aspect(clip, video)
         out.clip_ids.append(clip["id"])
         out.exercises.append(clip["exercise"])
         labels.append(LABELS.index(label) if label is not None else UNLABELLED)
-        out.groups.append(clip["group_name"] or clip["video_id"] or clip["id"])
+        out.groups.append(group_of(clip, video, group)[0])
         out.fps.append(float(clip["fps"]))
         if video is not None and not clip["pose_path"]:
             if video["id"] not in tracks:

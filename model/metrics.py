@@ -89,24 +89,43 @@ def _bands(correct: np.ndarray, confidence: np.ndarray) -> list[dict]:
     return out
 
 
-def _per_criterion(y_score: np.ndarray, pred: np.ndarray, criteria: Sequence[dict]) -> dict[str, dict]:
-    """Per criterion: does p(incorrect) separate the clips that failed it from those that passed it?"""
-    names = sorted({name for verdicts in criteria for name, v in (verdicts or {}).items() if v in ("pass", "fail")})
+def _per_criterion(y_score: np.ndarray, pred: np.ndarray, exercises: np.ndarray, criteria: Sequence[dict],
+                   criterion_p: dict[str, np.ndarray], threshold: float) -> dict[str, dict]:
+    """Per "exercise/criterion" rated on some clip: n (clips rated pass or fail), n_fail, n_pass; auc and f1
+    (macro over fail/pass) of its own p(fail) from criterion_p over the rated clips that have one (None
+    without a p(fail) model; n_scored says how many); auc_p_incorrect, fail_flagged and pass_flagged: how
+    the clip verdict p(incorrect) relates to the criterion (AUC of p(incorrect) for fail against pass, share
+    of failing / passing clips predicted incorrect)."""
+    keys = sorted({(str(e), name) for e, verdicts in zip(exercises, criteria)
+                   for name, v in (verdicts or {}).items() if v in ("pass", "fail")})
     out = {}
-    for name in names:
-        verdicts = [(verdicts or {}).get(name) for verdicts in criteria]
+    for exercise, name in keys:
+        key = f"{exercise}/{name}"
+        verdicts = [(verdicts or {}).get(name) if e == exercise else None for e, verdicts in zip(exercises, criteria)]
         fail = np.array([v == "fail" for v in verdicts])
         passed = np.array([v == "pass" for v in verdicts])
         rated = fail | passed
         both = fail.any() and passed.any()
-        out[name] = {
+        entry = {
+            "n": int(rated.sum()),
             "n_fail": int(fail.sum()),
             "n_pass": int(passed.sum()),
+            "auc": math.nan, "f1": math.nan, "n_scored": 0,
             # AUC: chance that a failing clip gets a higher p(incorrect) than a passing one.
-            "auc": float(roc_auc_score(fail[rated], y_score[rated])) if both else math.nan,
+            "auc_p_incorrect": float(roc_auc_score(fail[rated], y_score[rated])) if both else math.nan,
             "fail_flagged": float(np.mean(pred[fail] == 1)) if fail.any() else math.nan,
             "pass_flagged": float(np.mean(pred[passed] == 1)) if passed.any() else math.nan,
         }
+        if key in criterion_p:
+            p_fail = np.asarray(criterion_p[key], dtype=np.float64)
+            scored = rated & np.isfinite(p_fail)
+            entry["n_scored"] = int(scored.sum())
+            if scored.any():
+                truth = fail[scored].astype(np.int64)
+                entry["f1"] = _macro_f1(truth, (p_fail[scored] >= threshold).astype(np.int64))
+                if 0 < truth.sum() < len(truth):
+                    entry["auc"] = float(roc_auc_score(truth, p_fail[scored]))
+        out[key] = entry
     return out
 
 
@@ -151,20 +170,23 @@ def plain(value):
 
 def evaluate(y_true: Sequence[int], p_incorrect: Sequence[float], exercises: Sequence[str],
              groups: Sequence | None = None, criteria: Sequence[dict] | None = None,
-             complexity: Sequence[float | None] | None = None, threshold: float = 0.5) -> dict:
+             complexity: Sequence[float | None] | None = None, threshold: float = 0.5,
+             criterion_p: dict[str, Sequence[float]] | None = None) -> dict:
     """Evaluation of clip-level predictions as a JSON-ready dict of numbers (NaN -> None).
 
     y_true: 0 = correct, 1 = incorrect. p_incorrect: the model's probability of "incorrect"; a clip is
     predicted incorrect when p >= threshold. exercises: one per clip. groups (optional): only counted.
     criteria (optional): per clip {criterion: "pass" | "fail"}. complexity (optional): per clip the
-    complexity index or None.
+    complexity index or None. criterion_p (optional): "exercise/criterion" -> per clip p(fail) of that
+    criterion's own model (NaN where it has none).
 
     Keys: n_clips, n_groups, threshold, accuracy, balanced_accuracy (mean recall over the classes present),
     macro_f1 (over the classes true or predicted), f1 / precision / recall per class (None when 0 / 0),
     kappa (Cohen), ece (10 equal-width bins on the confidence of the predicted class), confusion
     [[tn, fp], [fn, tp]] with confusion_labels, per_exercise {exercise: {macro_f1, accuracy, n, n_incorrect}},
     reliability (per bin: bin_lo, bin_hi, n, confidence, accuracy), confidence_bands (band, n, accuracy);
-    with criteria, per_criterion {name: {auc, n_fail, n_pass, fail_flagged, pass_flagged}}; with complexity,
+    with criteria, per_criterion {"exercise/criterion": {n, n_fail, n_pass, auc, f1, n_scored, auc_p_incorrect,
+    fail_flagged, pass_flagged}} (see _per_criterion); with complexity,
     f1_vs_complexity [{exercise, complexity, macro_f1, n}] sorted by complexity and complexity_f1_spearman.
     """
     y = np.asarray(y_true, dtype=np.int64)
@@ -179,7 +201,8 @@ def evaluate(y_true: Sequence[int], p_incorrect: Sequence[float], exercises: Seq
         raise ValueError("y_true must hold 0 (correct) and 1 (incorrect) only")
     if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
         raise ValueError("p_incorrect must be probabilities in [0, 1] (no NaN)")
-    for name, extra in (("groups", groups), ("criteria", criteria), ("complexity", complexity)):
+    for name, extra in (("groups", groups), ("criteria", criteria), ("complexity", complexity),
+                        *((f"criterion_p[{k!r}]", v) for k, v in (criterion_p or {}).items())):
         if extra is not None and len(extra) != n:
             raise ValueError(f"{name} has {len(extra)} entries for {n} clips")
 
@@ -210,7 +233,7 @@ def evaluate(y_true: Sequence[int], p_incorrect: Sequence[float], exercises: Seq
         "confidence_bands": _bands(correct, confidence),
     }
     if criteria is not None:
-        result["per_criterion"] = _per_criterion(p, pred, criteria)
+        result["per_criterion"] = _per_criterion(p, pred, ex, criteria, dict(criterion_p or {}), threshold)
     if complexity is not None:
         result["f1_vs_complexity"], result["complexity_f1_spearman"] = _f1_vs_complexity(y, pred, ex, complexity)
     return plain(result)

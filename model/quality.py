@@ -9,7 +9,7 @@ import pandas as pd
 
 from curation import store
 from curation.project import Project
-from model import runs
+from model import choice, runs
 from model.features import LABELS
 
 
@@ -70,8 +70,8 @@ def _reason(label: str, p_incorrect: float) -> str:
 
 
 def check_again(project: Project, run_id: str | None = None, exercise: str | None = None) -> list[CheckAgain]:
-    """The "check again" queue of the latest (or given) run: clips whose out-of-fold prediction contradicts
-    their label, most doubtful first.
+    """The "check again" queue of the run that scores suggestions (model.choice.current), or of run_id: clips
+    whose out-of-fold prediction contradicts their label, most doubtful first.
 
     Clips whose consensus label changed since the run, or that a coach or lead labelled after the run was
     made, are left out: they have been looked at again already (a re-check is a new label event, and the
@@ -82,7 +82,7 @@ def check_again(project: Project, run_id: str | None = None, exercise: str | Non
         raise NoOutOfFoldPredictions("no finished training run yet: train a model on the Train page first")
     if run_id is not None and run_id not in finished:
         raise runs.RunNotFound(f"no finished run {run_id!r} in this project")
-    run = finished[run_id] if run_id else next(iter(finished.values()))
+    run = finished[run_id or choice.current(project).run_id]
     oof = runs.read_oof(project, run["run_id"])
     if oof.empty:
         return []

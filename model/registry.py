@@ -6,6 +6,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import importlib
 import time
 import warnings
 from abc import ABC, abstractmethod
@@ -22,6 +23,7 @@ from threadpoolctl import ThreadpoolController
 from torch import nn
 from torch.nn import functional as F
 
+from model.calibration import Calibration
 from model.features import windows
 from model.nets import BiLSTMAttention, TransformerClassifier, focal_loss
 
@@ -90,6 +92,14 @@ class TrainConfig:
     heads: int = 4
     layers: int = 2  # Transformer encoder layers
     baseline_c: float = 1.0  # baseline: inverse L2 strength of the logistic regression
+    # Tree ensembles (model.trees): trees per forest (sklearn's default; each tree costs ~10 ms of sklearn's
+    # bookkeeping whatever the data) and the fewest clips in a leaf (2: a leaf is never one clip's own).
+    trees: int = 100
+    tree_min_leaf: int = 2
+    # MiniRocket (model.rocket): features made (rounded down to a multiple of 84; the method's default is
+    # 10,000, 2,000 keeps a fit on 1,000 clips under a second) and the frames each clip is resampled to.
+    rocket_kernels: int = 2000
+    rocket_length: int = 64
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     predict_batch: int = 256  # clips per forward pass when scoring
     # CPU threads of torch and of the BLAS/OpenMP pools (numpy, scipy, scikit-learn) while fitting and scoring
@@ -318,6 +328,9 @@ class Model(ABC):
         _check_config(config)
         self.config = resolve_input(config, self.name)
         self.fitted = False
+        # A map of p(incorrect) fitted on out-of-fold predictions of the training part (model.train), applied
+        # to every p the model gives; saved with its state.
+        self.calibration: Calibration | None = None
 
     # -- what subclasses implement, on checked clips or windows (float32 (T, F), NaN-free) --
 
@@ -448,7 +461,7 @@ class Model(ABC):
                 if vectors is None:
                     vectors = np.zeros((len(clips), v_units.shape[1]))
                 vectors[part] = v_units
-        out = {"p": p, "window_spread": spread}
+        out = {"p": p if self.calibration is None else self.calibration.apply(p), "window_spread": spread}
         if embed:
             out["embedding"] = vectors if vectors is not None else self._predict_embed([], e)[1]
         return out
@@ -474,7 +487,7 @@ class Model(ABC):
             samples = self._predict_samples(units.X, units.exercise, n, chunk_seed)
             out[:, part] = samples if not self.windowed else np.stack(
                 [vote(row, units.owner, units.n)[0] for row in samples])
-        return out
+        return out if self.calibration is None else self.calibration.apply(out)
 
     @_with_threads
     def explain(self, x: np.ndarray, exercise: int | None = None) -> dict[str, np.ndarray]:
@@ -507,13 +520,16 @@ class Model(ABC):
 
         Only dicts, strings, numbers and tensors, so torch.save / torch.load(weights_only=True) round-trip it.
         """
-        return {
+        out = {
             "model": self.name,
             "n_features": self.n_features,
             "n_exercises": self.n_exercises,
             "config": dataclasses.asdict(self.config),
             "tensors": {k: v.detach().cpu().clone() for k, v in self._tensors().items()},
         }
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.state()
+        return out
 
     @classmethod
     def load(cls, state: dict[str, Any]) -> Model:
@@ -529,6 +545,8 @@ class Model(ABC):
         config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
         model = target(state["n_features"], state["n_exercises"], config)
         model._set_tensors(state["tensors"])
+        if "calibration" in state:
+            model.calibration = Calibration.from_state(state["calibration"])
         model.fitted = True
         return model
 
@@ -619,6 +637,23 @@ class Baseline(Model):
     def _set_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.mean_, self.scale_, self.coef_ = (tensors[k].numpy().copy() for k in ("mean", "scale", "coef"))
         self.intercept_ = float(tensors["intercept"])
+
+
+def occlusion_saliency(model: "Model", x: np.ndarray, exercise: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Attention and saliency of one standardised clip (T, F) for a model without gradients: each feature in
+    turn set to 0 (the training mean) over the whole clip; its saliency is how far that moves the logit of
+    p(incorrect), spread evenly over the frames; attention is uniform (these models summarise the clip
+    before deciding, so no frame weighs more by construction)."""
+    t, f = x.shape
+    occluded = [x]
+    for j in range(f):
+        y = x.copy()
+        y[:, j] = 0.0
+        occluded.append(y)
+    p = np.clip(model._predict(occluded, None if exercise is None else np.repeat(exercise, f + 1)), 1e-6, 1 - 1e-6)
+    logits = np.log(p / (1 - p))
+    per_feature = np.abs(logits[1:] - logits[0])
+    return {"attention": np.full(t, 1.0 / t), "saliency": np.tile(per_feature / t, (t, 1))}
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray, weight: np.ndarray) -> float:
@@ -894,6 +929,11 @@ class Transformer(TorchModel):
 
 
 MODELS: dict[str, type[Model]] = {"baseline": Baseline, "bilstm": BiLSTM, "transformer": Transformer}
+
+# The other families live in modules of their own that subclass Model (above) and add themselves to MODELS
+# when imported (imported by name, so either side may be imported first).
+for _family in ("model.trees", "model.rocket"):
+    importlib.import_module(_family)
 
 
 def make_model(name: str, n_features: int, n_exercises: int = 0, config: TrainConfig | None = None) -> Model:

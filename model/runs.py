@@ -23,10 +23,10 @@ import pandas as pd
 import torch
 
 from curation import store
-from curation.dataset import load_clip_landmarks
+from curation.dataset import clip_aspect, load_clip_landmarks
 from curation.landmarks import NAMES
 from curation.project import Project, UnsafePath
-from model.explain import joint_saliency
+from model.explain import occlusion
 from model.metrics import plain
 from model.features import FEATURES_VERSION, Scaler, clip_features, feature_names
 from model.registry import Model
@@ -35,6 +35,10 @@ from model.registry import Model
 # going, or one that failed or was killed, and is never listed or loaded as finished.
 WEIGHTS, SCALER, META, METRICS, OOF, PREDICTIONS, PROGRESS, DONE = (
     "weights.pt", "scaler.json", "meta.json", "metrics.json", "oof.csv", "predictions.csv", "progress.json", "done")
+# folds/<k>/: the model of evaluation fold k (WEIGHTS and SCALER, as the final model's), the model behind the
+# p of oof.csv's rows of fold k: a clip's explanation comes from the model that made its out-of-fold p.
+FOLDS = "folds"
+EXPLANATIONS = "explanations"  # explanations/<hash of clip id>.json: explain()'s cache, made when first asked
 EMBEDDINGS = "embeddings.npy"  # float32 (N, D): the final model's embed() of each predictions.csv row, in order
 SELECTION = "selection.csv"  # holdout runs: the inner out-of-fold predictions of each candidate setting
 # predictions.csv after clip_id, one row per active clip (labelled or not), empty where unknown:
@@ -49,6 +53,10 @@ TOP_JOINTS = 5  # joints named in an explanation
 
 class RunNotFound(ValueError):
     """A run id with no finished run behind it."""
+
+
+class ClipNotFound(ValueError):
+    """A clip id that is not in the project."""
 
 
 class UnknownExercise(ValueError):
@@ -163,8 +171,9 @@ def is_finished(folder: Path) -> bool:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write via a temporary file and a rename, so a reader never sees half a file (the temporary name is
+    drawn per write: two processes writing the same file, e.g. one explanation asked for twice, never collide)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -196,6 +205,20 @@ def _missing(value: Any) -> bool:
 SELECTION_COLUMNS = ["clip_id", "candidate", "fold", "y", "p_incorrect"]
 
 
+def save_fitted(folder: Path, fitted: Fitted) -> None:
+    """A fitted model into `folder`: WEIGHTS (plain tensors, for torch.load(weights_only=True)) and SCALER.
+    The one format of the final model (the run folder) and of each fold model (folds/<k>/); whatever else
+    makes a model's p (e.g. a calibration) must be saved here, so a reloaded fold model gives oof.csv's p."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(fitted.model.state(), folder / WEIGHTS)
+    write_json(folder / SCALER, fitted.scaler.to_dict())
+
+
+def save_fold(folder: Path, fold: int, fitted: Fitted) -> None:
+    """The model of evaluation fold `fold` (1-based, as oof.csv's fold column) into the run folder."""
+    save_fitted(folder / FOLDS / str(int(fold)), fitted)
+
+
 def save_run(folder: Path, fitted: Fitted, meta: dict, metrics: dict, oof: list[dict], predictions: list[dict],
              embeddings: np.ndarray | None = None, selection: list[dict] | None = None) -> None:
     """Write a finished run: weights, scaler, metrics, out-of-sample and all-clip predictions, then meta.json
@@ -205,8 +228,7 @@ def save_run(folder: Path, fitted: Fitted, meta: dict, metrics: dict, oof: list[
     (missing or NaN written empty). embeddings: one row per predictions row, saved as float32 EMBEDDINGS.
     selection rows (holdout model selection): SELECTION_COLUMNS.
     """
-    torch.save(fitted.model.state(), folder / WEIGHTS)
-    write_json(folder / SCALER, fitted.scaler.to_dict())
+    save_fitted(folder, fitted)
     write_json(folder / METRICS, metrics)
     _write_csv(folder / OOF, ["clip_id", "exercise", "group", "y", "p_incorrect", "fold"], oof)
     _write_csv(folder / PREDICTIONS, ["clip_id", *SCORE_COLUMNS], predictions)
@@ -317,16 +339,31 @@ def load_run(project: Project, run_id: str) -> tuple[Model, Scaler, dict]:
     """A finished run's (model, scaler, meta). Weights load with torch.load(weights_only=True): tensors and
     plain values only, never pickled code, and only from the project's own runs folder."""
     folder = _finished(project, run_id)
-    state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
-    model = Model.load(state)
-    scaler = Scaler.from_dict(_read_json(folder / SCALER))
+    model, scaler = _load_saved(folder)
     return model, scaler, _read_json(folder / META)
+
+
+def _load_saved(folder: Path) -> tuple[Model, Scaler]:
+    """What save_fitted wrote into `folder` (a path made by this module from a checked run id)."""
+    state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
+    return Model.load(state), Scaler.from_dict(_read_json(folder / SCALER))
 
 
 def load_fitted(project: Project, run_id: str) -> Fitted:
     """load_run as a Fitted (model + scaler + exercise vocabulary), ready to score clips."""
     model, scaler, meta = load_run(project, run_id)
     return Fitted(model, scaler, list(meta["exercises"]))
+
+
+def load_fold(project: Project, run_id: str, fold: int) -> Fitted | None:
+    """The model of evaluation fold `fold` of a finished run (the one that made the out-of-fold p of that
+    fold's clips); None for a run saved without fold models (older runs)."""
+    folder = _finished(project, run_id)
+    part = folder / FOLDS / str(int(fold))
+    if not (part / WEIGHTS).is_file():
+        return None
+    model, scaler = _load_saved(part)
+    return Fitted(model, scaler, list(_read_json(folder / META)["exercises"]))
 
 
 def read_oof(project: Project, run_id: str) -> pd.DataFrame:
@@ -395,18 +432,88 @@ def live_history(project: Project, run_id: str | None = None) -> list[dict]:
     return _read_json(path) if path.is_file() else []
 
 
-def explain(project: Project, run_id: str, clip: dict) -> dict:
-    """Why run `run_id`'s final model judged `clip` (a row of store.get_clip) as it did.
+EXPLANATION_VERSION = 1  # bump when explain() changes what it computes: older cached explanations are redone
 
-    Returns p_incorrect, attention (T,) over the clip's frames, saliency (T, F), joints (33,) share of the
-    saliency per landmark, and top_joints: the TOP_JOINTS landmark names with the largest share.
+
+def _fold_of(project: Project, run_id: str, clip_id: str) -> int | None:
+    """The evaluation fold of a clip in a run (oof.csv), None for a clip outside the run's evaluation."""
+    oof = read_oof(project, run_id)
+    rows = oof.fold[oof.clip_id == clip_id]
+    return int(rows.iloc[0]) if len(rows) and int(rows.iloc[0]) > 0 else None
+
+
+def _cache_path(folder: Path, clip_id: str) -> Path:
+    # Clip ids may come from imported datasets (any text): the file is named by a hash, never by the id.
+    return folder / EXPLANATIONS / f"{hashlib.sha256(clip_id.encode()).hexdigest()[:32]}.json"
+
+
+def explain(project: Project, run_id: str, clip: dict) -> dict:
+    """Why run `run_id` judged `clip` (a row of store.get_clip) as it did, from the model that made the clip's
+    prediction in that run: for a clip of the run's evaluation, the model of its fold (its p is the clip's
+    out-of-fold p); for any other clip, the final model. Model-agnostic: occlusion of time windows and of
+    landmarks (model.explain.occlusion), so every model's explanation varies over frames and joints.
+
+    Returns plain JSON values: clip_id, run_id, p_incorrect, source ("fold K" or "final"), fold (K or None),
+    frames, frame_weights (one per frame, summing to 1), joint_weights (every landmark name -> its share, summing
+    to 1), top_joints (up to TOP_JOINTS names, largest share first), note (why the final model was used for an
+    evaluated clip, else None). Cached in the run folder per clip, redone when the clip's pose changed.
+    Raises UnknownExercise for a clip of an exercise the run was not trained on.
     """
-    fitted = load_fitted(project, run_id)
+    folder = _finished(project, run_id)
     video = store.get_video(project, clip["video_id"]) if clip.get("video_id") else None
-    aspect = video["width"] / video["height"] if video and video["height"] else 1.0
-    features = clip_features(load_clip_landmarks(project, clip), float(clip["fps"]), aspect)
-    why = fitted.explain(features, clip["exercise"])
-    joints = joint_saliency(why["saliency"], feature_names())
-    top = [NAMES[i] for i in np.argsort(-joints, kind="stable")[:TOP_JOINTS] if joints[i] > 0]
-    return {"p_incorrect": float(fitted.predict([features], [clip["exercise"]])[0]), "attention": why["attention"],
-            "saliency": why["saliency"], "joints": joints, "top_joints": top}
+    aspect = clip_aspect(clip, video)
+    landmarks = load_clip_landmarks(project, clip)
+    features = clip_features(landmarks, float(clip["fps"]), aspect)
+    fold = _fold_of(project, run_id, clip["id"])
+    key = hashlib.sha256(f"{EXPLANATION_VERSION}\0{fold}\0{features.shape}\0".encode()
+                         + np.ascontiguousarray(features).tobytes()).hexdigest()
+    cache = _cache_path(folder, clip["id"])
+    if cache.is_file():
+        try:
+            saved = _read_json(cache)
+        except (OSError, ValueError):  # a damaged cache file is redone, never trusted
+            saved = None
+        if isinstance(saved, dict) and saved.get("key") == key:
+            return saved["explanation"]
+    fitted = load_fold(project, run_id, fold) if fold is not None else None
+    note = None
+    if fitted is None:
+        if fold is not None:
+            note = "this run saved no fold models (it predates them): the final model, trained on this clip"
+        fitted = load_fitted(project, run_id)
+    if not fitted.exercise_ids([clip["exercise"]])[1][0]:
+        raise UnknownExercise(f"this run was not trained on {clip['exercise']!r} clips: label some and train again")
+    why = occlusion(lambda batch: fitted.predict(batch, [clip["exercise"]] * len(batch)), landmarks,
+                    lambda pose: clip_features(pose, float(clip["fps"]), aspect), feature_names())
+    joints = why["joint_weights"]
+    explanation = {
+        "clip_id": clip["id"], "run_id": run_id, "p_incorrect": why["p"],
+        "source": f"fold {fold}" if note is None and fold is not None else "final",
+        "fold": fold if note is None else None, "frames": int(features.shape[0]),
+        "frame_weights": [float(w) for w in why["frame_weights"]],
+        "joint_weights": {name: float(w) for name, w in zip(NAMES, joints)},
+        "top_joints": [NAMES[i] for i in np.argsort(-joints, kind="stable")[:TOP_JOINTS] if joints[i] > 0],
+        "note": note,
+    }
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        write_json(cache, {"key": key, "explanation": explanation})
+    except OSError:  # a runs folder we may not write to (read-only copy): explain anyway, uncached
+        pass
+    return explanation
+
+
+def explain_clip(project: Project, clip_id: str, run_id: str | None = None) -> dict:
+    """explain() by ids, for the command line: run `run_id` (default the current run, model.choice: the
+    promoted one, else the best on the current labels). Raises ClipNotFound, RunNotFound (also when there is no
+    run yet), UnknownExercise."""
+    from model import choice  # it reads runs: imported here, not at the top
+
+    clip = store.get_clip(project, clip_id)
+    if clip is None:
+        raise ClipNotFound(f"no clip {clip_id!r} in this project")
+    if run_id is None:
+        run_id = choice.current(project).run_id
+        if run_id is None:
+            raise RunNotFound("no finished run in this project yet: train one first (python -m model train)")
+    return explain(project, run_id, clip)

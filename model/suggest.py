@@ -1,4 +1,4 @@
-"""Suggest: the unlabelled clips worth a coach's next minutes, from the latest run's scores (or a cold start)."""
+"""Suggest: the unlabelled clips worth a coach's next minutes, from the chosen run's scores (or a cold start)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 
 from curation import store
 from curation.project import Project
-from model import active, runs
+from model import active, choice, runs
 from model.features import clip_statistics, load_clipset
 
 
@@ -33,10 +33,12 @@ class Suggestions:
     notes: list[str] = field(default_factory=list)
     pool_ids: list[str] = field(default_factory=list)  # the pool, in the order of pool_p
     pool_p: np.ndarray | None = None  # p(incorrect) of each pool clip; None on a cold start
+    run_reason: str = ""  # why this run scores the pool (model.choice), in plain words
 
     def as_dict(self) -> dict:
         """Plain JSON form (the CLI's --json)."""
-        return {"strategy": self.strategy, "run_id": self.run_id, "pool": self.pool, "labelled": self.labelled,
+        return {"strategy": self.strategy, "run_id": self.run_id, "run_reason": self.run_reason,
+                "pool": self.pool, "labelled": self.labelled,
                 "scored_live": self.scored_live, "seconds": self.seconds, "notes": self.notes,
                 "suggestions": [dataclasses.asdict(s) for s in self.items]}
 
@@ -57,7 +59,8 @@ def suggest(project: Project, k: int = 10, strategy: str | None = None, exercise
             seed: int = 0, run_id: str | None = None) -> Suggestions:
     """The k unlabelled clips to label next, each with its score and reason.
 
-    With a finished run (the latest, or run_id): the run's saved predictions, signals and embeddings of every
+    With a finished run (model.choice.current: the promoted run, else the best on the current labels; or
+    run_id): the run's saved predictions, signals and embeddings of every
     clip it scored; clips added since are scored now with the run's model. Without one: a cold start, a
     batch spread over the variety of pose statistics. Raises active.EmptyPool when the project has no clips
     (of this exercise), active.PoolExhausted when every one has a verdict.
@@ -76,8 +79,10 @@ def suggest(project: Project, k: int = 10, strategy: str | None = None, exercise
     if not pool_ids:
         raise active.PoolExhausted("every clip here has a coach's verdict: nothing left to suggest")
     if run_id is None:
-        finished = runs.list_runs(project)
-        run_id = finished[0]["run_id"] if finished else None
+        chosen = choice.current(project)
+        run_id, run_reason = chosen.run_id, chosen.reason
+    else:
+        run_reason = "asked for by name"
 
     if run_id is None:
         pool, scored_live = _cold_pool(project, pool_ids, labelled_ids), 0
@@ -91,7 +96,7 @@ def suggest(project: Project, k: int = 10, strategy: str | None = None, exercise
         notes.append(f"{scored_live} clip(s) arrived after the last training and were scored now; "
                      "retrain to learn from the newest labels")
     return Suggestions(items, strategy if run_id else "cold start", run_id, len(pool_ids), len(labelled_ids),
-                       scored_live, time.perf_counter() - start, notes, list(pool.clip_ids), pool.p)
+                       scored_live, time.perf_counter() - start, notes, list(pool.clip_ids), pool.p, run_reason)
 
 
 def _cold_pool(project: Project, pool_ids: list[str], labelled_ids: list[str]) -> active.Pool:

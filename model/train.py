@@ -16,16 +16,26 @@ from curation.jobs import Cancelled, JobFailed
 from curation.project import Project
 from model import runs
 from model.active import bald
-from model.features import UNLABELLED, ClipSet, Scaler, augment, clip_features, load_clipset
+from model.features import (GROUP_MODES, UNLABELLED, ClipSet, Scaler, augment, clip_features, group_of,
+                            load_clipset)
+from model.calibration import METHODS as CALIBRATIONS
+from model.calibration import Calibration, choose_calibration, fit_calibration
 from model.metrics import evaluate
-from model.registry import TrainConfig, UnknownModel, macro_f1, make_model, resolve_input
+from model.registry import MODELS, TrainConfig, UnknownModel, macro_f1, make_model, resolve_input
 from model.registry import Progress as EpochProgress
 from model.splits import SplitError, fold_count, grouped_holdout, grouped_kfold, validation_split
 
 MIN_LABELLED = 12  # below this a grouped K-fold has a handful of clips per test fold: numbers would be noise
-# tests/benchmarks/bench_train.py: the best grouped out-of-fold macro-F1 on pose_trainer (0.61 against 0.55 at
-# best for the networks) and 20x faster to fit (1.4 s against 25-29 s on 1,000 clips).
-DEFAULT_MODEL = "baseline"
+AUTO = "auto"  # not a model: the run picks one of AUTO_MODELS inside each training part (fit_clips)
+# The families `auto` chooses among: every model on clip statistics or MiniRocket features. The networks are
+# left out: each costs 25-29 s per fit on 1,000 clips, and auto fits every family once per inner fold.
+AUTO_MODELS = ("baseline", "extra_trees", "forest", "minirocket")
+# When the training part has too few groups for inner folds (e.g. all incorrect clips from one or two
+# groups), auto fits this one: a forest needs no setting tuned to its data.
+AUTO_FALLBACK = "forest"
+INNER_FOLDS = 3  # grouped folds inside a training part for auto's choice and for calibration
+# tests/benchmarks/bench_quality.py: repeated grouped K-fold over every real labelled set of ../shared/data.
+DEFAULT_MODEL = AUTO
 
 # Grouped 5-fold macro-F1 on pose_trainer (tests/benchmarks/bench_train.py, 3 seeds): two augmented copies
 # lift the networks (BiLSTM 0.43 -> 0.54, Transformer 0.47 -> 0.55) and lower the baseline (0.61 -> 0.57).
@@ -64,11 +74,18 @@ class RunConfig:
     # (AUGMENT_BY_MODEL: 2 for the networks, none for the baseline).
     augment: int | None = None
     validation_share: float = 0.15  # of the training groups, held out for early stopping
+    # What the grouped split keeps together: the video, the athlete or the channel (model.features.group_of;
+    # clips whose athlete or channel is unknown are grouped by video, and the split text says how many).
+    group: str = "video"
+    # A map of p(incorrect) fitted inside each training part (model.calibration): "auto" chooses among
+    # none / temperature / platt / isotonic by inner grouped folds; None: "auto" for model auto, else "none".
+    calibration: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)  # its `model` and `seed` are replaced by the above
 
     def __post_init__(self) -> None:
         try:  # the registry checks its own settings (and the model name) when a model is built: a tiny one here
-            make_model(self.model, 1, 0, self.train_config())
+            for name in AUTO_MODELS if self.model == AUTO else (self.model,):
+                make_model(name, 1, 0, self.train_config())
         except UnknownModel:
             raise
         except ValueError as exc:
@@ -81,6 +98,17 @@ class RunConfig:
             raise BadRunConfig(f"augment must be 0 or more copies, not {self.augment}")
         if not 0 < self.validation_share < 1:
             raise BadRunConfig(f"validation_share must be between 0 and 1, not {self.validation_share}")
+        if self.group not in GROUP_MODES:
+            raise BadRunConfig(f"group must be one of {', '.join(GROUP_MODES)}, not {self.group!r}")
+        if self.calibration not in (None, "auto", *CALIBRATIONS):
+            raise BadRunConfig(f"calibration must be auto or one of {', '.join(CALIBRATIONS)}, "
+                               f"not {self.calibration!r}")
+
+    def calibration_method(self) -> str:
+        """The calibration this run fits: "auto", or one of model.calibration.METHODS."""
+        if self.calibration is None:
+            return "auto" if self.model == AUTO else "none"
+        return self.calibration
 
     def copies(self) -> int:
         """Augmented copies per training clip this run makes."""
@@ -140,15 +168,20 @@ def check_trainable(y: np.ndarray, groups: list[str], folds: int) -> int:
         ) from None
 
 
-def _group_kind(project: Project, clips: ClipSet) -> str:
-    """What the groups of the split are, for the `split` text: video, group (athlete or source given on
-    import), clip (nothing known: each clip its own group), or a mix."""
+def _group_kind(project: Project, clips: ClipSet, group: str = "video") -> str:
+    """What the groups of the split are, for the `split` text: athlete or channel (as asked), video, group
+    (athlete or source given on import), clip (nothing known: each clip its own group), or a mix; asked for
+    athletes or channels, how many clips had none and were grouped otherwise."""
     rows = {c["id"]: c for c in store.list_clips(project)}
-    kinds = []
-    for clip_id in clips.clip_ids:
-        row = rows.get(clip_id, {})
-        kinds.append("group" if row.get("group_name") else "video" if row.get("video_id") else "clip")
-    return "+".join(k for k in ("group", "video", "clip") if k in kinds)
+    videos = {v["id"]: v for v in store.list_videos(project)}
+    kinds = [group_of(rows[i], videos.get(rows[i]["video_id"]), group)[1] for i in clips.clip_ids if i in rows]
+    text = "+".join(k for k in (*GROUP_MODES[1:], "group", "video", "clip") if k in kinds)
+    if group != "video":
+        fallback = sum(k != group for k in kinds)
+        if fallback:
+            missing = "an athlete" if group == "athlete" else "a channel"
+            text += f" ({fallback} of {len(kinds)} clips without {missing}: grouped as with group=video)"
+    return text
 
 
 # ---------------------------------------------------------------------------------------------- one fit
@@ -156,6 +189,69 @@ def _group_kind(project: Project, clips: ClipSet) -> str:
 def fit_clips(clips: ClipSet, features: list[np.ndarray], train_idx: np.ndarray, config: RunConfig,
               exercises: list[str], on_epoch: EpochProgress | None = None, stream: int = 0) -> tuple[runs.Fitted, dict]:
     """A scaler and a fresh model fitted on the clips at train_idx only; returns them with a summary of the fit.
+
+    For model "auto", or with a calibration to fit, first a grouped K-fold inside train_idx (choose_inside):
+    every candidate family is fitted on the inner training folds and scored on the inner test folds; the
+    family with the best inner out-of-fold macro-F1 is fitted on all of train_idx, and the calibration chosen
+    on (or fitted to) that family's inner out-of-fold p is attached to the model. The summary's "auto" says
+    what was picked and the inner scores. Nothing outside train_idx is ever seen. Otherwise fit_one.
+    """
+    names = list(AUTO_MODELS) if config.model == AUTO else [config.model]
+    if len(names) == 1 and config.calibration_method() == "none":
+        return fit_one(clips, features, train_idx, config, exercises, on_epoch, stream)
+    return choose_inside(clips, features, train_idx, config, exercises, names, on_epoch, stream)
+
+
+def _family(config: RunConfig, name: str) -> RunConfig:
+    """config for one candidate family, uncalibrated (calibration is fitted around it, not inside it)."""
+    return dataclasses.replace(config, model=name, calibration="none")
+
+
+def choose_inside(clips: ClipSet, features: list[np.ndarray], train_idx: np.ndarray, config: RunConfig,
+                  exercises: list[str], names: list[str], on_epoch: EpochProgress | None = None, stream: int = 0
+                  ) -> tuple[runs.Fitted, dict]:
+    """fit_clips for several candidate families or a calibration: see there. Ties keep the earlier family of
+    `names`. Too few groups for inner folds: AUTO_FALLBACK (or the one family), uncalibrated, and the
+    summary says why."""
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    y = clips.labels
+    try:
+        groups = [clips.groups[i] for i in train_idx]
+        k = fold_count(y[train_idx], groups, INNER_FOLDS)
+        inner = [(train_idx[a], train_idx[b]) for a, b in grouped_kfold(y[train_idx], groups, k, config.seed)]
+    except SplitError as exc:
+        name = names[0] if len(names) == 1 else AUTO_FALLBACK
+        fitted, summary = fit_one(clips, features, train_idx, _family(config, name), exercises, on_epoch, stream)
+        return fitted, {**summary, "auto": {"picked": name, "calibration": "none",
+                                            "skipped": f"no inner grouped folds: {exc}"}}
+    fold = np.full(len(y), -1)
+    p = {name: np.full(len(y), np.nan) for name in names}
+    for name in names:
+        for j, (inner_train, inner_test) in enumerate(inner):
+            fitted, _ = fit_one(clips, features, inner_train, _family(config, name), exercises, on_epoch, stream)
+            p[name][inner_test] = fitted.predict([features[i] for i in inner_test],
+                                                 [clips.exercises[i] for i in inner_test])
+            fold[inner_test] = j
+    tested = np.flatnonzero(fold >= 0)
+    scores = {name: macro_f1(y[tested], p[name][tested]) for name in names}
+    picked = max(names, key=lambda n: (round(scores[n], 9), -names.index(n)))
+    method = config.calibration_method()
+    if method == "auto":
+        calibration, losses = choose_calibration(p[picked][tested], y[tested], fold[tested])
+    else:
+        calibration = fit_calibration(method, p[picked][tested], y[tested])
+        losses = {}
+    fitted, summary = fit_one(clips, features, train_idx, _family(config, picked), exercises, on_epoch, stream)
+    if calibration.method != "none":
+        fitted.model.calibration = calibration
+    return fitted, {**summary, "auto": {"picked": picked, "inner_folds": len(inner), "inner_clips": int(len(tested)),
+                                        "inner_macro_f1": scores, "calibration": calibration.method,
+                                        "calibration_log_loss": losses}}
+
+
+def fit_one(clips: ClipSet, features: list[np.ndarray], train_idx: np.ndarray, config: RunConfig,
+            exercises: list[str], on_epoch: EpochProgress | None = None, stream: int = 0) -> tuple[runs.Fitted, dict]:
+    """A scaler and a fresh model of config.model (a registry name) fitted on the clips at train_idx only.
 
     The scaler sees the training clips only; the early-stopping validation part is drawn from the training
     groups (none when they are too few to spare one: then the model trains for its fixed number of epochs);
@@ -245,6 +341,137 @@ def _n_exercise_inputs(exercises: list[str]) -> int:
     return len(exercises) if len(exercises) > 1 else 0
 
 
+def _raw_and_calibrated(fitted: runs.Fitted, features: list[np.ndarray], exercises: list[str]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(p before the model's calibration, p after it) of raw clip_features."""
+    calibration = fitted.model.calibration
+    fitted.model.calibration = None
+    try:
+        raw = fitted.predict(features, exercises)
+    finally:
+        fitted.model.calibration = calibration
+    return raw, raw if calibration is None else calibration.apply(raw)
+
+
+# ---------------------------------------------------------------------------------------------- criteria
+
+# A criterion gets a p(fail) model when its exercise has at least this many labelled clips failing it and as
+# many passing it: fewer, and a grouped fold often trains on one side only.
+MIN_CRITERION = 4
+CRITERIA_CSV, CRITERIA_WEIGHTS = "criteria.csv", "criteria.pt"
+
+
+def criterion_key(exercise: str, criterion: str) -> str:
+    """How a criterion is named in metrics and files: a squat's depth is not a push-up's depth."""
+    return f"{exercise}/{criterion}"
+
+
+def criterion_tasks(clips: ClipSet, minimum: int = MIN_CRITERION) -> dict[str, tuple[str, str, np.ndarray, np.ndarray]]:
+    """"exercise/criterion" -> (exercise, criterion, positions of the clips rated on it, 1 where failed) for each
+    criterion with at least `minimum` failing and `minimum` passing clips of its exercise."""
+    found: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for i, (exercise, verdicts) in enumerate(zip(clips.exercises, clips.criteria)):
+        for name, verdict in (verdicts or {}).items():
+            if verdict in ("pass", "fail"):
+                found.setdefault((exercise, name), []).append((i, int(verdict == "fail")))
+    out = {}
+    for (exercise, name), rated in sorted(found.items()):
+        fail = np.array([f for _, f in rated])
+        if fail.sum() >= minimum and (1 - fail).sum() >= minimum:
+            out[criterion_key(exercise, name)] = (exercise, name, np.array([i for i, _ in rated]), fail)
+    return out
+
+
+@dataclass
+class CriterionHeads:
+    """Per-criterion p(fail) of a run: out-of-fold on the labelled clips, and final models for every clip."""
+
+    tasks: dict[str, tuple[str, str, np.ndarray, np.ndarray]]
+    oof: dict[str, np.ndarray]  # key -> (N labelled,) p(fail) of the fold model that did not see the clip, NaN
+    fold: dict[str, np.ndarray]  # key -> (N labelled,) that fold (0: none)
+    final: dict[str, runs.Fitted]  # key -> model fitted on every rated clip of its exercise
+    families: dict[str, str]  # key -> the family of the final model
+
+    def save(self, folder: Path, clips: ClipSet, every: ClipSet, all_features: list[np.ndarray]) -> None:
+        """criteria.csv (per active clip of the criterion's exercise: its verdict, out-of-fold and final
+        p(fail)) and criteria.pt (the final models, torch.load(weights_only=True) readable)."""
+        import csv
+
+        import torch
+
+        if not self.tasks:
+            return
+        position = {c: i for i, c in enumerate(clips.clip_ids)}
+        rows = []
+        for key, (exercise, name, _, _) in self.tasks.items():
+            members = [i for i, e in enumerate(every.exercises) if e == exercise]
+            p = self.final[key].predict([all_features[i] for i in members], [exercise] * len(members))
+            for i, p_final in zip(members, p):
+                j = position.get(every.clip_ids[i])
+                oof = self.oof[key][j] if j is not None else np.nan
+                rows.append({"clip_id": every.clip_ids[i], "criterion": key,
+                             "verdict": (clips.criteria[j] or {}).get(name, "") if j is not None else "",
+                             "fold": int(self.fold[key][j]) if j is not None else 0,
+                             "p_fail_oof": "" if np.isnan(oof) else float(oof), "p_fail": float(p_final)})
+        with (folder / CRITERIA_CSV).open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, ["clip_id", "criterion", "verdict", "fold", "p_fail_oof", "p_fail"])
+            writer.writeheader()
+            writer.writerows(rows)
+        torch.save({key: {"family": self.families[key], "state": f.model.state(), "scaler": f.scaler.to_dict(),
+                          "exercises": f.exercises} for key, f in self.final.items()}, folder / CRITERIA_WEIGHTS)
+
+
+def load_criterion_models(folder: Path) -> dict[str, runs.Fitted]:
+    """The final per-criterion models a run saved ("exercise/criterion" -> Fitted; empty when none)."""
+    import torch
+
+    from model.features import Scaler
+    from model.registry import Model
+
+    path = folder / CRITERIA_WEIGHTS
+    if not path.exists():
+        return {}
+    saved = torch.load(path, weights_only=True)
+    return {key: runs.Fitted(Model.load(entry["state"]), Scaler.from_dict(entry["scaler"]), list(entry["exercises"]))
+            for key, entry in saved.items()}
+
+
+def criterion_heads(ctx: "_Context", splits: list[tuple[np.ndarray, np.ndarray]], families: list[str]
+                    ) -> CriterionHeads:
+    """One binary fail/pass model per criterion_tasks() entry, evaluated with the run's own grouped folds.
+
+    Each is fitted on the clips of its exercise rated on the criterion within the fold's training part, with
+    the family of the fold's clip model (families[k - 1]; families[-1] for the final model), no augmented
+    copies and no calibration, and scores every clip of its exercise in the fold's test part. A fold whose
+    training part lacks either verdict leaves its clips without a p(fail).
+    """
+    clips, features = ctx.clips, ctx.features
+    tasks = criterion_tasks(clips)
+    heads = CriterionHeads(tasks, {}, {}, {}, {})
+    for key, (exercise, _, rated, fail) in tasks.items():
+        sub = clips.subset(rated)
+        sub.labels = fail.astype(np.int64)
+        sub_features = [features[i] for i in rated]
+        where = {int(i): j for j, i in enumerate(rated)}
+        p = np.full(len(clips), np.nan)
+        fold_of = np.zeros(len(clips), dtype=np.int64)
+        for k, (train_idx, test_idx) in enumerate(splits, start=1):
+            ctx.check_cancelled()
+            inside = np.array([where[i] for i in train_idx if i in where], dtype=np.int64)
+            if min(fail[inside].sum(), (1 - fail[inside]).sum()) < 2:
+                continue
+            config = dataclasses.replace(ctx.config, model=families[k - 1], calibration="none", augment=0)
+            fitted, _ = fit_one(sub, sub_features, inside, config, [exercise])
+            test = [i for i in test_idx if clips.exercises[i] == exercise]
+            p[test] = fitted.predict([features[i] for i in test], [exercise] * len(test))
+            fold_of[test] = k
+        ctx.check_cancelled()
+        config = dataclasses.replace(ctx.config, model=families[-1], calibration="none", augment=0)
+        heads.final[key], _ = fit_one(sub, sub_features, np.arange(len(rated)), config, [exercise])
+        heads.oof[key], heads.fold[key], heads.families[key] = p, fold_of, families[-1]
+    return heads
+
+
 # ---------------------------------------------------------------------------------------------- scores
 
 
@@ -300,6 +527,8 @@ def score_clips(final: runs.Fitted, committee: list[np.ndarray], features: list[
 def candidates(config: RunConfig) -> list[dict]:
     """The TrainConfig settings a holdout run chooses among, the run's own first (a tie keeps them): input
     whole or windows and, for the baseline, baseline_c in SELECT_BASELINE_C."""
+    if config.model == AUTO:  # auto chooses its family (each on whole clips) inside each training part
+        return []
     own = config.train_config()
     inputs = sorted(SELECT_INPUTS, key=lambda i: i != own.input)
     if config.model != "baseline":
@@ -355,7 +584,7 @@ def train_run(project: Project, config: RunConfig = RunConfig(), progress: Progr
     """
     start = time.perf_counter()
     read_at = datetime.now(timezone.utc)  # the labels the run learns from are those given before this
-    every = load_clipset(project, labelled_only=False)
+    every = load_clipset(project, labelled_only=False, group=config.group)
     labelled = np.flatnonzero(every.labels != UNLABELLED)
     clips = every.subset(labelled)
     n_folds = check_trainable(clips.labels, clips.groups, config.folds)
@@ -372,7 +601,7 @@ def train_run(project: Project, config: RunConfig = RunConfig(), progress: Progr
         split = f"grouped {len(splits)}-fold out-of-fold"
         if len(splits) < config.folds:
             split += f" ({config.folds} asked; too few groups per class)"
-    split += f", groups={_group_kind(project, clips)}"
+    split += f", groups={_group_kind(project, clips, config.group)}"
 
     # A holdout run chooses its settings by a grouped K-fold inside the training part: the holdout clips
     # are never seen before the chosen model is tested on them.
@@ -402,28 +631,35 @@ def train_run(project: Project, config: RunConfig = RunConfig(), progress: Progr
                       f"(macro-F1 {selection['macro_f1']:.3f}, best of {len(options)})")
         p_out = np.full(len(clips), np.nan)
         fold_of = np.zeros(len(clips), dtype=np.int64)
+        p_raw = np.full(len(clips), np.nan)  # before calibration, for ece_uncalibrated
         committee, fold_summaries = [], []
         for k, (train_idx, test_idx) in enumerate(splits, start=1):
             fitted, summary = ctx.fit(train_idx, k)
-            p_out[test_idx] = fitted.predict([features[i] for i in test_idx], [clips.exercises[i] for i in test_idx])
+            p_raw[test_idx], p_out[test_idx] = _raw_and_calibrated(
+                fitted, [features[i] for i in test_idx], [clips.exercises[i] for i in test_idx])
             fold_of[test_idx] = k
+            runs.save_fold(folder, k, fitted)  # explanations of fold k's clips come from this model (runs.explain)
             fold_summaries.append({**summary, "n_test": int(len(test_idx))})
             committee.append(fitted.predict(all_features, every.exercises))
 
         tested = np.flatnonzero(fold_of > 0)
-        metrics = evaluate(clips.labels[tested], p_out[tested], [clips.exercises[i] for i in tested],
-                           groups=[clips.groups[i] for i in tested], criteria=[clips.criteria[i] for i in tested],
-                           complexity=[clips.complexity[i] for i in tested])
-
         final, summary = ctx.fit(np.arange(len(clips)), "final")
         fold_summaries.append({**summary, "n_test": 0})
+        heads = criterion_heads(ctx, splits, [s.get("auto", {}).get("picked", config.model) for s in fold_summaries])
+        metrics = evaluate(clips.labels[tested], p_out[tested], [clips.exercises[i] for i in tested],
+                           groups=[clips.groups[i] for i in tested], criteria=[clips.criteria[i] for i in tested],
+                           complexity=[clips.complexity[i] for i in tested],
+                           criterion_p={key: p[tested] for key, p in heads.oof.items()})
+        metrics["ece_uncalibrated"] = evaluate(clips.labels[tested], p_raw[tested],
+                                               [clips.exercises[i] for i in tested])["ece"]
         scores = score_clips(final, committee, all_features, every.exercises, config.seed)
         # p and the embeddings come from one pass; the embeddings add next to nothing to it.
         predict_ms = scores.seconds["predict_embed"] * 1000 / max(1, len(every))
 
         run_id = folder.name
         metrics.update({
-            "run_id": run_id, "model": config.model, "split": split, "n_labelled": int(len(clips)),
+            "run_id": run_id, "model": config.model, "split": split, "group": config.group,
+            "n_labelled": int(len(clips)),
             "fits": fold_summaries, "seed": config.seed, "input": final.model.config.input,
             "train_seconds": time.perf_counter() - start,
             "predict_ms_per_clip": predict_ms,
@@ -431,7 +667,12 @@ def train_run(project: Project, config: RunConfig = RunConfig(), progress: Progr
         })
         if selection is not None:
             metrics["selection"] = selection
+        if "auto" in summary:  # what the final model is, and what each fold's model was (auto or calibrated)
+            metrics["picked"] = summary["auto"]["picked"]
+            metrics["calibration"] = summary["auto"]["calibration"]
+            metrics["auto"] = {**summary["auto"], "folds": [s.get("auto") for s in fold_summaries[:-1]]}
         ctx.report(1 - _SAVE, "saving the run")
+        heads.save(folder, clips, every, all_features)
         oof = [{"clip_id": clips.clip_ids[i], "exercise": clips.exercises[i], "group": clips.groups[i],
                 "y": int(clips.labels[i]), "p_incorrect": float(p_out[i]), "fold": int(fold_of[i])} for i in tested]
         meta = runs.base_meta(config.as_dict(), clips.clip_ids, clips.exercises, clips.labels, clips.landmarks,

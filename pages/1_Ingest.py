@@ -1,6 +1,5 @@
 """Ingest: paste video links or upload files; each becomes a background job that ends in repetition clips."""
 
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -8,11 +7,13 @@ import streamlit as st
 
 import ui
 from curation import jobs, store
-from curation.ingest import IngestOptions, UnsupportedSource, canonical_url, is_url
+from curation.ingest import BadConfiguration, IngestOptions, UnsupportedSource, canonical_url, content_key, is_url
 
 st.set_page_config(page_title="Ingest · Formcheck", page_icon="➕", layout="wide")
 project = ui.project()
-MAX_UPLOAD_MB = 500
+jobs.tend(project)  # a job whose worker died is recovered, and waiting jobs get a worker, on every visit
+# Streamlit refuses larger uploads itself (server.maxUploadSize, 500 in .streamlit/config.toml): promise no more.
+MAX_UPLOAD_MB = min(500, int(st.get_option("server.maxUploadSize")))
 VIDEO_TYPES = ["mp4", "mov", "m4v", "avi", "mkv", "webm"]
 
 st.title("Add videos")
@@ -23,52 +24,75 @@ with st.form("ingest_form", clear_on_submit=True):
                             index=exercises.index("squat") if "squat" in exercises else 0)
     urls = st.text_area("Video links, one per line (YouTube)", key="ingest_urls",
                         placeholder="https://www.youtube.com/watch?v=...")
-    uploads = st.file_uploader("…or upload video files", type=VIDEO_TYPES, accept_multiple_files=True,
+    uploads = st.file_uploader(f"…or upload video files (up to {MAX_UPLOAD_MB} MB each)", type=VIDEO_TYPES,
+                               accept_multiple_files=True,
                                key="ingest_uploads")
-    submitted = st.form_submit_button("Add videos", type="primary")
+    submitted = st.form_submit_button("Add videos", type="primary", disabled=not ui.can("lead"),
+                                      help=None if ui.can("lead") else "Adding videos needs the lead role.")
 
 
 def active_sources() -> set[str]:
-    return {j["params"].get("source") for j in store.list_jobs(project) if j["status"] in ("queued", "running")}
+    """Sources (canonical links, content keys of uploads) of the ingest jobs queued or running."""
+    return {j["params"].get("source_key") or j["params"].get("source") for j in store.list_jobs(project)
+            if j["status"] in ("queued", "running")}
+
+
+def already_added(key: str) -> str | None:
+    """Why a source need not be added again, or None."""
+    if key in busy:
+        return "already being added (see the jobs below)"
+    video = store.find_video(project, key)
+    return f"this video is already in the project (video {video['id']})" if video else None
 
 
 if submitted:
-    options = IngestOptions.from_env()
+    ui.require("lead")
+    try:
+        options, config_error = IngestOptions.from_env(), None
+    except BadConfiguration as exc:  # links cannot be checked until the setting is fixed; uploads can go on
+        options, config_error = None, str(exc)
     busy = active_sources()
     lines = [line.strip() for line in (urls or "").splitlines() if line.strip()]
     queued, refused = 0, []
     for line in lines:
         try:
+            if config_error:
+                raise UnsupportedSource(config_error)
             if not is_url(line):
                 raise UnsupportedSource("not a link: paste an http(s) video URL, or upload the file below")
             url = canonical_url(line, options)
         except UnsupportedSource as exc:
             refused.append((line, str(exc)))
             continue
-        if url not in busy:  # a second click while the first job runs adds nothing
-            jobs.submit(project, "ingest", {"source": url, "exercise": exercise}, spawn=False)
-            busy.add(url)
-            queued += 1
+        if reason := already_added(url):  # a second click while the first job runs adds nothing
+            refused.append((line, reason))
+            continue
+        jobs.submit(project, "ingest", {"source": url, "source_key": url, "exercise": exercise}, spawn=False)
+        busy.add(url)
+        queued += 1
     for upload in uploads or []:
-        if upload.size > MAX_UPLOAD_MB * 1024 * 1024:
-            refused.append((upload.name, f"larger than {MAX_UPLOAD_MB} MB"))
+        if upload.size > MAX_UPLOAD_MB * 2**20:  # Streamlit's megabytes
+            refused.append((upload.name, f"the file is {upload.size / 2**20:.0f} MB; the limit is {MAX_UPLOAD_MB} MB"))
             continue
         if upload.size == 0:
             refused.append((upload.name, "the file is empty"))
             continue
-        # Named by the tool, never by the uploaded name (untrusted); the name is kept as the title only.
+        key = content_key(upload.getbuffer())
+        if reason := already_added(key):
+            refused.append((upload.name, reason))
+            continue
+        # Saved in the job's own folder, which goes when the job ends (done, failed, cancelled or its worker
+        # killed); named by the tool, never by the uploaded name (untrusted), which is kept as the title only.
         suffix = Path(upload.name).suffix.lower() if Path(upload.name).suffix.lower()[1:] in VIDEO_TYPES else ".bin"
-        target = project.work / "uploads" / f"{uuid.uuid4().hex}{suffix}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(upload.getbuffer())
-        jobs.submit(project, "ingest", {"source": str(target), "exercise": exercise, "title": upload.name,
-                                        "upload": project.relative(target)}, spawn=False)
+        jobs.submit(project, "ingest", {"source_key": key, "exercise": exercise, "title": upload.name},
+                    spawn=False, upload=(f"upload{suffix}", upload.getbuffer()))
+        busy.add(key)
         queued += 1
     if queued:
         jobs.spawn_worker(project)
         st.success(f"{queued} video(s) queued: progress below.")
     for source, reason in refused:
-        st.error(f"Not added: {source[:200]}: {reason}")
+        st.error(f"Not added: {ui.md(source[:200])}: {ui.md(reason)}")
     if not lines and not uploads:
         st.warning("Paste at least one link or choose a file.")
 
@@ -78,6 +102,7 @@ active_at_start = len(active_sources())
 
 @st.fragment(run_every=2 if active_at_start else None)
 def job_list() -> None:
+    jobs.tend(project)  # within seconds of a worker's death its job is re-queued or failed, and the queue goes on
     recent = store.list_jobs(project, limit=20)
     if len([j for j in recent if j["status"] in ("queued", "running")]) < active_at_start:
         st.rerun(scope="app")  # a job ended: refresh the videos table below too

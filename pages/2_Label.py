@@ -6,14 +6,14 @@ import uuid
 import streamlit as st
 
 import ui
-from curation import agreement, store
+from curation import agreement, lineage, store
 from curation.dataset import set_clip_bounds
 from curation.kinematics import COMPONENTS
 from model import active, quality, runs
 from model.suggest import suggest
 
 st.set_page_config(page_title="Label · Formcheck", page_icon="🏷️", layout="wide")
-project = ui.project()
+project = ui.project(need="coach")
 st.title("Label clips")
 
 coach = ui.annotator(project)
@@ -27,7 +27,7 @@ with st.sidebar:
     shown = ["(all)"] + store.clip_exercises(project)
     pick = st.selectbox("Exercise", shown, key="label_exercise")
     exercise = None if pick == "(all)" else pick
-    is_lead = any(a["name"] == coach and a["role"] == "lead" for a in store.list_annotators(project))
+    is_lead = ui.is_lead(project, coach)
     modes = ["Label new clips", "Label suggested clips", "Check again"] + (["Settle disagreements"] if is_lead else [])
     if state.get("label_open") in modes:  # another page asked for a queue (e.g. Suggest's "Label these clips")
         state["label_mode"] = state.pop("label_open")
@@ -126,18 +126,29 @@ ex = exercises.get(clip["exercise"], {"criteria": [], "joints": []})
 video = store.get_video(project, clip["video_id"]) if clip["video_id"] else None
 
 # ------------------------------------------------------------------ the clip
-st.caption(f"Clip {clip['id']} · {clip['exercise']} · frames {clip['start_frame']}-{clip['end_frame']} "
+st.caption(f"Clip {ui.md(clip['id'])} · {ui.md(clip['exercise'])} · frames {clip['start_frame']}-{clip['end_frame']} "
            f"({(clip['end_frame'] - clip['start_frame']) / clip['fps']:.1f} s)")
 if video and video["title"]:
     st.text(f"From: {video['title']}")  # untrusted text: st.text renders neither HTML nor Markdown
+looks = store.second_looks(project, [clip["id"]]).get(clip["id"], [])
+if looks:
+    said = "; ".join(f"{ui.md(x['annotator'])} said {x['verdict']}"
+                     + (f" on clip {ui.md(x['from_clip'])}" if x["from_clip"] else
+                        f" on frames {x['start_frame']}-{x['end_frame']} ({ui.md(x['exercise'])})"
+                        if x["start_frame"] is not None else " before an edit")
+                     for x in looks)
+    st.warning(f"Needs a second look: the frames or the exercise changed since it was judged ({said}).", icon="🔁")
 left, right = st.columns([5, 2])
 with left:
-    ui.clip_player(project, clip, video, ex["joints"], show_skeleton)
+    screen = st.container()  # the player goes here, once the "Model's view" toggle under it is read
+    overlay = ui.model_view(project, clip, f"label_model_view_{n}")  # {} (nothing computed) unless turned on
+    with screen:
+        ui.clip_player(project, clip, video, ex["joints"], show_skeleton, **overlay)
     with st.expander("History of this clip"):
-        history = store.label_history(project, clip["id"])
+        history = store.clip_history(project, clip["id"])
         if history:
-            st.dataframe([{k: e[k] for k in ("created_at", "annotator", "kind", "verdict", "note")} for e in history],
-                         hide_index=True)
+            st.dataframe([{k: e[k] for k in ("created_at", "annotator", "kind", "verdict", "frames", "exercise",
+                                             "state", "clip_id", "note")} for e in history], hide_index=True)
         else:
             st.caption("No labels yet.")
 
@@ -153,17 +164,29 @@ with right:
     with st.form(f"label_form_{n}", border=False):
         failed = []
         if ex["criteria"]:
-            st.markdown("**Criteria that failed** (keys 1-9)")
-            for i, crit in enumerate(ex["criteria"][:9], start=1):
-                if st.checkbox(f"{i} · {crit['name'].replace('_', ' ')}", key=f"label_crit_{i}_{n}",
-                               help=crit["description"] or None):
+            keys = "1-9" if len(ex["criteria"]) <= 9 else f"type the number, 1-{len(ex['criteria'])}"
+            st.markdown(f"**Criteria that failed** (keys {keys})")
+            for i, crit in enumerate(ex["criteria"], start=1):  # every one: an unseen criterion is never judged
+                if st.checkbox(f"{i} · {ui.md(crit['title'])}", key=f"label_crit_{i}_{n}",
+                               help=ui.md(crit["description"]) or None):
                     failed.append(crit["name"])
+        coaches_say = store.coach_complexity(project, [clip["id"]]).get(clip["id"], {})
         with st.expander("Complexity (automatic estimate, adjust if needed)"):
+            auto_index = f"{clip['complexity']:.2f}" if clip["complexity"] is not None else "not measurable"
+            coach_index = (f"{coaches_say['complexity']:.2f} (median of {coaches_say['coaches']} coach(es))"
+                           if coaches_say else "none yet")
+            st.caption(f"Index: automatic {auto_index} · coaches {coach_index}. Only the components you move "
+                       "are saved as yours.")
             components = {}
             for name, title in COMPONENTS.items():
                 auto = clip.get(name)
-                components[name] = st.slider(title, 0.0, 1.0, float(auto) if auto is not None else 0.5, 0.05,
-                                             key=f"label_{name}_{n}")
+                start_at = float(auto) if auto is not None else 0.5
+                said = coaches_say.get(name)
+                moved = st.slider(title, 0.0, 1.0, start_at, 0.05, key=f"label_{name}_{n}",
+                                  help=(f"automatic {auto:.2f}" if auto is not None else "automatic: not measurable")
+                                  + (f" · coaches (median) {said:.2f}" if said is not None else ""))
+                # An untouched slider is no judgement: its pre-filled value is never stored as the coach's.
+                components[name] = moved if abs(moved - start_at) > 1e-9 else None
         note = st.text_area("Note", key=f"label_note_{n}", max_chars=10_000, height=68)
         b1, b2 = st.columns(2)
         pressed = None
@@ -184,6 +207,7 @@ with right:
             criteria.update({c: "pass" for c in names if c not in failed})
         return {"clip_id": clip["id"], "annotator": coach, "kind": kind, "verdict": verdict,
                 "criteria": criteria if verdict != "skip" else {}, "note": note,
+                "start_frame": clip["start_frame"], "end_frame": clip["end_frame"], "exercise": clip["exercise"],
                 "seconds": round(time.time() - state["label_shown_at"], 2),
                 "request_id": state["label_request"], **components}
 
@@ -196,6 +220,7 @@ with right:
         show_next(last_clip)
         st.rerun()
     if pressed:
+        ui.require("lead" if kind == "adjudication" else "coach")
         event_id = store.add_label_event(project, verdict_event(pressed))
         if event_id is not None:  # None: this click was already recorded (a double click)
             undo_stack.append((clip["id"], event_id))
@@ -209,7 +234,7 @@ with right:
 if state.get("label_toast"):
     st.toast(state.pop("label_toast"), icon="✅")
 
-ui.shortcuts({str(i): f"label_crit_{i}_{n}" for i in range(1, 10)})
+ui.shortcuts({str(i): f"label_crit_{i}_{n}" for i in range(1, len(ex["criteria"]) + 1)})
 
 if mode == "Label new clips":
     ui.prepare_ahead(project, store.upcoming_clips(project, coach, exercise, current=clip["id"]))
@@ -230,21 +255,71 @@ with st.expander("Fix clip boundaries"):
             show_next(clip["id"])
             st.rerun()
         except store.StoreError as exc:
-            st.error(str(exc))
+            st.error(ui.md(exc))
     s1, s2 = st.columns(2)
     at = s1.number_input("Split at frame", clip["start_frame"] + 1, max(clip["end_frame"] - 1, clip["start_frame"] + 1),
                          value=(clip["start_frame"] + clip["end_frame"]) // 2, key=f"label_split_at_{n}")
     if s1.button("Split in two", key=f"label_split_{n}"):
         try:
-            first, _ = store.split_clip(project, clip["id"], int(at), coach)
+            first, _ = lineage.split(project, clip["id"], int(at), coach)
             show_next(first)
             st.rerun()
         except store.StoreError as exc:
-            st.error(str(exc))
+            st.error(ui.md(exc))
     if s2.button("Merge with the next clip of this video", key=f"label_merge_{n}", disabled=not clip["video_id"]):
         siblings = [c for c in store.list_clips(project, video_id=clip["video_id"]) if c["start_frame"] > clip["start_frame"]]
         if not siblings:
             st.error("This is the last clip of its video.")
         else:
-            show_next(store.merge_clips(project, clip["id"], siblings[0]["id"], coach))
+            show_next(lineage.merge(project, clip["id"], siblings[0]["id"], coach))
+            st.rerun()
+    last_edit = store.undoable_edit(project, clip["id"])
+    if st.button(f"Undo the last edit of this clip ({last_edit['action']} by {ui.md(last_edit['annotator'])})"
+                 if last_edit else "Undo the last edit of this clip", key=f"label_undo_edit_{n}",
+                 disabled=last_edit is None):
+        try:
+            show_next(lineage.undo_edit(project, last_edit["id"], coach)["clip_id"])
+            state["label_toast"] = "Edit undone"
+            st.rerun()
+        except store.StoreError as exc:
+            st.error(ui.md(exc))
+
+# ------------------------------------------------------------------ exclusion and exercise
+with st.expander("Exclude, or change the exercise"):
+    whole = st.radio("Apply to", ["this clip", "its whole video"], horizontal=True, key=f"label_scope_{n}",
+                     disabled=not clip["video_id"])
+    target = {"video_id": clip["video_id"]} if whole == "its whole video" else {"clip_id": clip["id"]}
+    reason = st.text_input("Reason", key=f"label_exclude_reason_{n}", max_chars=500,
+                           placeholder="e.g. camera cut, not this exercise, two people")
+    e1, e2 = st.columns(2)
+    if e1.button("Exclude from the dataset", key=f"label_exclude_{n}"):
+        try:
+            store.set_excluded(project, coach, True, reason, **target)
+            state["label_toast"] = "Excluded: it leaves every queue, training run and export (restore below)"
+            state["label_clip"] = None
+            st.rerun()
+        except store.StoreError as exc:
+            st.error(ui.md(exc))
+    new_exercise = e2.selectbox("Exercise", list(exercises), index=list(exercises).index(clip["exercise"])
+                                if clip["exercise"] in exercises else 0, key=f"label_new_exercise_{n}")
+    if e2.button("Change the exercise", key=f"label_change_exercise_{n}",
+                 disabled=new_exercise == clip["exercise"]):
+        try:
+            store.change_exercise(project, new_exercise, coach, **target)
+            state["label_toast"] = f"Now {ui.md(new_exercise)}: its earlier verdicts stay in the history"
+            show_next(clip["id"])
+            st.rerun()
+        except store.StoreError as exc:
+            st.error(ui.md(exc))
+    excluded = store.exclusions(project)
+    if excluded:
+        st.markdown("**Excluded now**")
+        st.dataframe([{k: x[k] for k in ("clip_id", "video_id", "reason", "annotator", "created_at")}
+                      for x in excluded], hide_index=True)
+        labels = {f"{'clip' if x['clip_id'] else 'video'} {x['clip_id'] or x['video_id']}": x for x in excluded}
+        back = st.selectbox("Restore", list(labels), key=f"label_restore_pick_{n}")
+        if st.button("Restore", key=f"label_restore_{n}"):
+            x = labels[back]
+            store.set_excluded(project, coach, False, reason, clip_id=x["clip_id"], video_id=x["video_id"])
+            state["label_toast"] = f"Restored {ui.md(back)}"
             st.rerun()

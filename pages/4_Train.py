@@ -1,7 +1,5 @@
 """Train: fit a model in the background, then read honest grouped metrics, calibration and the errors."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import plotly.express as px
@@ -11,8 +9,10 @@ import streamlit as st
 import ui
 from curation import jobs, store
 from model import runs
+from model.metrics import evaluate
+from model.features import GROUP_MODES
 from model.registry import MODELS
-from model.train import MIN_LABELLED, RunConfig
+from model.train import AUTO, AUTO_MODELS, MIN_LABELLED, RunConfig
 
 st.set_page_config(page_title="Train · Formcheck", page_icon="🧠", layout="wide")
 project = ui.project()
@@ -38,7 +38,10 @@ if problem:
 default = RunConfig()
 with st.form("train_form"):
     c1, c2, c3, c4, c5 = st.columns(5)
-    model_name = c1.selectbox("Model", list(MODELS), index=list(MODELS).index(default.model), key="train_model")
+    model_names = [AUTO, *MODELS]
+    model_name = c1.selectbox("Model", model_names, index=model_names.index(default.model), key="train_model",
+                              help=f"auto: picks one of {', '.join(AUTO_MODELS)} by grouped folds inside each "
+                                   "training part, and calibrates its probabilities the same way")
     clip_input = c2.selectbox("Input", ["auto", "whole", "windows"], key="train_input",
                               help="whole: each clip as one sequence; windows: 20-frame windows (70 % overlap) "
                                    "whose confidence-weighted vote is the verdict; auto: the model's measured best")
@@ -47,10 +50,16 @@ with st.form("train_form"):
                           help="picks whole/windows (and the baseline's regularisation) by grouped folds of the "
                                "training part, then tests once on the held-out groups")
     seed = c5.number_input("Seed", 0, 10_000, default.seed, key="train_seed")
-    start = st.form_submit_button("Train in the background", type="primary", disabled=problem is not None)
+    group = c4.selectbox("Keep together", GROUP_MODES, key="train_group",
+                         help="what the grouped split keeps on one side: the video, the athlete or the channel "
+                              "(clips whose athlete or channel is unknown are grouped by video; the split says so)")
+    start = st.form_submit_button("Train in the background", type="primary",
+                                  disabled=problem is not None or not ui.can("lead"),
+                                  help=None if ui.can("lead") else "Training needs the lead role.")
 if start:
+    ui.require("lead")
     params = {"model": model_name, "folds": int(folds), "holdout": 0.2 if holdout else None, "seed": int(seed),
-              "input": clip_input}
+              "input": clip_input, "group": group}
     jobs.submit(project, "train", params)
     st.success("Training started: progress below. You can keep labelling in another tab meanwhile.")
 
@@ -75,7 +84,7 @@ def live() -> None:
                 st.plotly_chart(px.line(curve, x="epoch", y="value", color="series", height=260),
                                 key=f"train_curve_{job['id']}")
         elif job["status"] == "failed":
-            st.error(f"Training failed: {job['error']}")
+            st.error(f"Training failed: {ui.md(job['error'])}")
             break
         else:
             break
@@ -107,7 +116,21 @@ m1.metric("Macro F1", f"{metrics['macro_f1']:.3f}")
 m2.metric("Balanced accuracy", f"{metrics['balanced_accuracy']:.3f}")
 m3.metric("Accuracy", f"{metrics['accuracy']:.3f}")
 m4.metric("Cohen's kappa", f"{metrics['kappa']:.3f}" if metrics["kappa"] is not None else "—")
-m5.metric("ECE", f"{metrics['ece']:.3f}" if metrics["ece"] is not None else "—")
+before = metrics.get("ece_uncalibrated")
+m5.metric("ECE", f"{metrics['ece']:.3f}" if metrics["ece"] is not None else "—",
+          delta=f"{metrics['ece'] - before:+.3f} by calibration" if before is not None and metrics["ece"] is not None
+          and metrics.get("calibration") not in (None, "none") else None, delta_color="inverse",
+          help="expected calibration error of the out-of-fold p; the delta is against the same p before the "
+               "calibration fitted inside each training part")
+if metrics.get("picked"):
+    st.caption(f"Final model: {metrics['picked']}, calibration {metrics['calibration']} (chosen by grouped folds "
+               "inside the training part; each evaluation fold chose its own, below).")
+    with st.expander("What each fold picked, and the inner scores"):
+        chosen = [{"fold": k, "picked": a.get("picked"), "calibration": a.get("calibration"),
+                   **{f"inner F1 {n}": v for n, v in (a.get("inner_macro_f1") or {}).items()}}
+                  for k, a in enumerate([*metrics["auto"].get("folds", []), metrics["auto"]], start=1) if a]
+        chosen[-1]["fold"] = "final"
+        st.dataframe(pd.DataFrame(chosen), hide_index=True, width="stretch")
 
 per_class, confusion = st.columns(2)
 with per_class:
@@ -126,9 +149,15 @@ with ex_col:
     st.plotly_chart(px.bar(per_ex, x="exercise", y="macro_f1", hover_data=["n"], range_y=[0, 1], height=300),
                     key="train_per_exercise")
 with crit_col:
-    st.markdown("**Per criterion** (how well p(incorrect) separates clips that failed it)")
+    st.markdown("**Per criterion** (each with enough verdicts gets its own p(fail) model, tested out-of-fold)")
     if metrics.get("per_criterion"):
-        st.dataframe(pd.DataFrame(metrics["per_criterion"]).T, width="stretch")
+        crit = pd.DataFrame(metrics["per_criterion"]).T
+        st.dataframe(crit[["auc", "f1", "n_fail", "n", "n_scored", "auc_p_incorrect"]], width="stretch",
+                     column_config={"auc": st.column_config.NumberColumn("AUC p(fail)", format="%.3f"),
+                                    "f1": st.column_config.NumberColumn("F1 p(fail)", format="%.3f"),
+                                    "auc_p_incorrect": st.column_config.NumberColumn("AUC p(incorrect)",
+                                                                                     format="%.3f")})
+        st.caption("exercise/criterion; no AUC: fewer than 4 failing or 4 passing clips to learn it from.")
     else:
         st.caption("No criterion verdicts in the labels yet.")
 
@@ -145,8 +174,16 @@ with cal_col:
     st.dataframe(pd.DataFrame(metrics["confidence_bands"]), hide_index=True, width="stretch")
 with cx_col:
     st.markdown("**F1 against the complexity index**")
-    if metrics.get("f1_vs_complexity"):
-        cx = pd.DataFrame(metrics["f1_vs_complexity"])
+    complexity_by = st.radio("Complexity from", ["automatic", "coaches"], horizontal=True, key="train_complexity_by",
+                             help="coaches: per clip the median of the values coaches set on the Label page")
+    points = metrics.get("f1_vs_complexity")
+    if complexity_by == "coaches":  # the run's out-of-sample predictions against today's coach values
+        tested = runs.read_oof(project, run_id)
+        coach_values = store.coach_complexity(project)
+        points = evaluate(tested.y, tested.p_incorrect, tested.exercise, complexity=[
+            coach_values.get(c, {}).get("complexity") for c in tested.clip_id])["f1_vs_complexity"]
+    if points:
+        cx = pd.DataFrame(points)
         st.plotly_chart(px.scatter(cx, x=cx.columns[1], y="macro_f1", text="exercise", height=300),
                         key="train_complexity")
     else:
@@ -167,14 +204,7 @@ else:
                  width="stretch")
     pick = st.selectbox("Open a clip", errors.clip_id.tolist(), key="train_error_clip")
     clip = store.get_clip(project, pick)
-    video = store.get_video(project, clip["video_id"]) if clip and clip["video_id"] else None
     if clip is None:
         st.warning("This clip is no longer in the project.")
     else:
-        why = runs.explain(project, run_id, clip)
-        st.caption(f"p(incorrect) = {why['p_incorrect']:.2f}. Red shading under the traces: the frames the "
-                   "model attended to; red halos on the skeleton: the joints whose movement decided.")
-        exercise = next((e for e in store.list_exercises(project) if e["name"] == clip["exercise"]), None)
-        ui.clip_player(project, clip, video, exercise["joints"] if exercise else [], True,
-                       attention=why["attention"], joint_weights=why["joints"])
-        st.text(json.dumps({"top joints": why["top_joints"]}))
+        ui.explanation(project, run_id, clip)  # by the clip's fold model: its p is the out-of-fold p listed

@@ -3,11 +3,13 @@
 import numpy as np
 import pandas as pd
 import plotly.express as px
+import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from curation import agreement, store
-from model import active, quality, runs
+from curation import agreement, jobs, store
+from model import active, choice, quality, runs
+from model.simulate import bands
 from model.suggest import suggest
 
 st.set_page_config(page_title="Suggest · Formcheck", page_icon="🎯", layout="wide")
@@ -15,14 +17,33 @@ project = ui.project()
 st.title("What to label next")
 
 all_runs = runs.list_runs(project)
-latest = all_runs[0] if all_runs else None
+chosen = choice.current(project)
+latest = chosen.run  # the run that scores suggestions (promoted, else the best on the current labels)
 if latest:
-    f1 = "n/a" if latest["macro_f1"] is None else f"{latest['macro_f1']:.3f}"
-    st.caption(f"Scored by the latest run {latest['run_id']} ({latest['model']}, macro-F1 {f1}, "
-               f"{latest['n_clips']} labelled clips, {latest['created_at']}). New labels count after a retrain.")
+    # The reason holds a lead's name and note: untrusted text, shown with st.text (never Markdown).
+    st.text(f"Scored by run {latest['run_id']} ({latest['model']}, {latest['n_clips']} labelled clips, "
+            f"{latest['created_at'][:16]}): {chosen.reason}. New labels count after a retrain.")
 else:
     st.info("No model trained yet: the first batch is spread over the kinds of movement in the pool. "
             "Train on the Train page once a dozen clips of both verdicts are labelled.")
+if len(all_runs) > 1 and ui.can("lead"):
+    with st.expander("Choose the run that scores suggestions"):
+        names = {r["run_id"]: f"{r['run_id']} · {r['model']} · macro-F1 "
+                              f"{'n/a' if r['macro_f1'] is None else format(r['macro_f1'], '.3f')} · {r['n_clips']} clips"
+                 for r in all_runs}
+        options = ["(best on the current labels)", *names]
+        standing = choice.standing_promotion(project)
+        pick = st.selectbox("Run", options, key="suggest_promote_run",
+                            index=options.index(standing["run_id"]) if standing and standing["run_id"] in names else 0,
+                            format_func=lambda o: names.get(o, o))
+        note = st.text_input("Why (optional)", key="suggest_promote_note", max_chars=200)
+        if st.button("Use this run", key="suggest_promote"):
+            ui.require("lead")
+            if pick in names:
+                choice.promote(project, pick, ui.actor(), note)
+            elif standing:
+                choice.withdraw(project, ui.actor(), note)
+            st.rerun()
 ui.retrain(project, "suggest")
 
 c1, c2, c3 = st.columns(3)
@@ -46,7 +67,7 @@ current = store.current_labels(project)
 judged = len(current)
 try:
     with st.spinner("Scoring the unlabelled clips..."):
-        result = batch(latest["run_id"] if latest else None, judged, strategy, k, exercise)
+        result = batch(chosen.run_id, judged, strategy, k, exercise)
 except (active.EmptyPool, active.PoolExhausted) as exc:
     st.info(str(exc))
     result = None
@@ -71,6 +92,12 @@ if result is not None:
                                "clips": np.where([c in chosen for c in result.pool_ids], "suggested", "rest")})
         st.plotly_chart(px.histogram(spread.dropna(), x="p(incorrect) of the unlabelled clips", color="clips",
                                      nbins=20, range_x=[0, 1], height=260), key="suggest_histogram")
+    if latest and result.items:  # the scoring run's view of one suggested clip, computed only once picked
+        look = st.selectbox("Model's view of a suggested clip", ["(none)", *[s.clip_id for s in result.items]],
+                            key="suggest_explain_clip",
+                            help="The frames and joints the model's verdict on the clip rests on")
+        if look != "(none)" and (clip := store.get_clip(project, look)) is not None:
+            ui.explanation(project, latest["run_id"], clip)
 
 # ------------------------------------------------------------------ label quality
 st.subheader("Labels to check again")
@@ -99,3 +126,76 @@ if open_disagreements:
     st.subheader("Coaches disagree")
     st.caption(f"{len(open_disagreements)} clip(s) with different verdicts from two coaches wait for a lead "
                "coach (Label page, queue \"Settle disagreements\").")
+
+# ------------------------------------------------------------------ what active learning saves here
+st.subheader("What active learning saves on this project")
+SIMULATION = {"splits": 3, "seeds": 3}  # model.simulate's defaults otherwise (default strategy, baseline model)
+
+
+def simulations() -> list[dict]:
+    return [j for j in store.list_jobs(project, limit=20) if j["kind"] == "simulate"]
+
+
+running_sim = [j for j in simulations() if j["status"] in ("queued", "running")]
+
+
+@st.fragment(run_every=2 if running_sim else None)
+def simulation() -> None:
+    jobs_now = simulations()
+    going = [j for j in jobs_now if j["status"] in ("queued", "running")]
+    if going:
+        ui.job_card(project, going[0], "suggest_sim")
+        return
+    if running_sim:  # it finished since the page was drawn
+        st.rerun(scope="app")
+    finished = [j for j in jobs_now if j["status"] in ("done", "failed")]
+    if finished and finished[0]["status"] == "failed":
+        st.caption(f"The last simulation failed: {finished[0]['error']}")
+    done = next((j for j in finished if j["status"] == "done" and j["result"]), None)
+    if done is None:
+        st.caption("Replays labelling on the clips labelled so far (3 grouped test splits, 3 seeds): the suggested "
+                   "order against random order, macro-F1 after each number of labels.")
+    else:
+        show_simulation(done["result"], done["finished_at"])
+    if ui.can("lead") and st.button("Simulate on this project", key="suggest_simulate",
+                                    help="Runs in the background; a few minutes on thousands of clips."):
+        ui.require("lead")
+        jobs.submit(project, "simulate", SIMULATION)
+        st.rerun(scope="app")
+
+
+def show_simulation(result: dict, when: str | None) -> None:
+    name = result["strategy"]
+    rows = pd.DataFrame(bands(result))
+    figure = go.Figure()
+    for strategy, colour in ((name, "#1f77b4"), ("random", "#7f7f7f")):
+        part = rows[rows["strategy"] == strategy]
+        if part.empty:
+            continue
+        x = list(part["labels"])
+        upper, lower = list(part["mean"] + part["sd"]), list(part["mean"] - part["sd"])
+        figure.add_trace(go.Scatter(x=x + x[::-1], y=upper + lower[::-1], fill="toself", fillcolor=colour,
+                                    opacity=0.2, line={"width": 0}, hoverinfo="skip", showlegend=False))
+        figure.add_trace(go.Scatter(x=x, y=list(part["mean"]), mode="lines+markers", name=strategy,
+                                    line={"color": colour}))
+    figure.update_layout(height=320, xaxis={"title": "labels", "type": "log"}, yaxis={"title": "macro-F1 on test clips"},
+                         margin={"t": 10})
+    st.plotly_chart(figure, key="suggest_simulation")
+    diff, sd = result["auc_diff_mean"].get(name), result["auc_diff_sd"].get(name)
+    saving = result.get("label_saving")
+    splits = len(result["splits"])
+    words = [f"Simulated {str(when or '')[:16].replace('T', ' ')} on {result['n_clips']} labelled clips, "
+             f"{splits} grouped test splits (bands: one sd over splits)."]
+    if diff is not None:
+        verdict = "better than" if diff - (sd or 0) > 0 else "worse than" if diff + (sd or 0) < 0 else "about as good as"
+        words.append(f"The suggested order ({name}) is {verdict} random order: mean macro-F1 over the curve "
+                     f"{diff:+.3f} ± {sd or 0:.3f}.")
+    reached = result["labels_to_95"]
+    if reached.get(name) and reached.get("random"):
+        words.append(f"95 % of the full-data macro-F1 ({result['full_f1']:.2f}) after {reached[name]} labels "
+                     f"against {reached['random']} in random order"
+                     + (f" ({saving:.0%} fewer)." if saving is not None and saving > 0 else "."))
+    st.caption(" ".join(words))
+
+
+simulation()

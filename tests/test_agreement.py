@@ -219,3 +219,23 @@ def test_labels_read_back_from_a_project(data_dir: Path):
     labels = store.current_labels(project)
     assert disagreements(labels) == []
     assert agreement_table(labels, exercise_of)[0]["n_items"] == 3
+
+
+def test_criteria_sharing_a_name_are_keyed_by_exercise_and_old_rubric_labels_leave_the_table(data_dir: Path):
+    """Squat "depth" and push-up "depth" are two rows; a clip moved to another exercise drops the labels made
+    under the old one (their criteria judged the old rubric) until coaches judge it again."""
+    project = Project.open(data_dir)
+    clips = [{"id": f"{ex[0]}{i}", "video_id": None, "exercise": ex, "start_frame": 0, "end_frame": 10,
+              "fps": 30.0, "method": "imported", "pose_path": None} for ex in ("squat", "push-up") for i in range(3)]
+    store.add_clips(project, clips, [])
+    for clip in clips:
+        agree = clip["exercise"] == "squat"  # coaches agree on squat depth, disagree on push-up depth
+        for who, mark in (("ana", "fail"), ("ben", "fail" if agree else "pass")):
+            store.add_label_event(project, {"clip_id": clip["id"], "annotator": who, "verdict": "incorrect",
+                                            "criteria": {"depth": mark}})
+    store.change_exercise(project, "lunge", "ana", clip_id="s0")
+    exercise_of = {c["id"]: c["exercise"] for c in store.list_clips(project)}
+    rows = {(r["exercise"], r["criterion"]): r for r in agreement_table(store.current_labels(project), exercise_of)}
+    assert set(rows) == {("push-up", None), ("push-up", "depth"), ("squat", None), ("squat", "depth")}
+    assert rows["squat", "depth"]["percent_agreement"] == 1.0 and rows["squat", "depth"]["n_items"] == 2
+    assert rows["push-up", "depth"]["percent_agreement"] == 0.0 and rows["push-up", "depth"]["n_items"] == 3

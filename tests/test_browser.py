@@ -242,3 +242,43 @@ def test_train_suggest_label_retrain_without_leaving_the_browser(page, trained_u
     page.get_by_role("button", name="Retrain with the new labels").wait_for(timeout=30_000)
     page.goto(f"{trained_url}/Suggest")
     page.get_by_text(newest["run_id"]).first.wait_for()
+
+
+@pytest.fixture(scope="module")
+def many_criteria(tmp_path_factory) -> Project:
+    """The synthetic sample whose first clip's exercise has 12 criteria (more than the digit keys)."""
+    from curation.sample import sample_project
+
+    project = Project.open(tmp_path_factory.mktemp("criteria") / "project")
+    sample_project(project, clips_per_class=2)
+    exercise = store.upcoming_clips(project, "nobody", limit=1)[0]["exercise"]
+    have = next(e for e in store.list_exercises(project) if e["name"] == exercise)["criteria"]
+    for k in range(12 - len(have)):
+        store.add_criterion(project, exercise, f"extra {k}")
+    return project
+
+
+@pytest.fixture(scope="module")
+def many_criteria_url(many_criteria):
+    yield from serve(many_criteria)
+
+
+def test_criteria_past_the_ninth_are_judged_by_typing_their_number(page, many_criteria_url, many_criteria):
+    clip = store.upcoming_clips(many_criteria, "Gus", limit=1)[0]
+    names = [c["name"] for c in next(e for e in store.list_exercises(many_criteria)
+                                     if e["name"] == clip["exercise"])["criteria"]]
+    sign_in(page, many_criteria_url, "Gus")
+    page.wait_for_timeout(1500)  # the player and the key listener load
+    settle(page)
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.keyboard.press("1")
+    page.keyboard.press("2")  # typed quickly after 1: criterion 12, and the 1 is taken back
+    expect(page.get_by_role("checkbox", name=re.compile("^12 · "))).to_be_checked()
+    expect(page.get_by_role("checkbox", name=re.compile("^1 · "))).not_to_be_checked()
+    page.keyboard.press("3")
+    expect(page.get_by_role("checkbox", name=re.compile("^3 · "))).to_be_checked()
+    page.keyboard.press("N")
+    [event] = wait_for_events(many_criteria, "Gus", 1)
+    assert event["clip_id"] == clip["id"]
+    assert {k for k, v in event["criteria"].items() if v == "fail"} == {names[11], names[2]}
+    assert set(event["criteria"]) == set(names)  # every criterion judged, none unseen

@@ -155,7 +155,7 @@ def test_pose_trainer_imports_with_its_openpose_layout(pose_trainer_folder, data
     [
         (lambda rows, arrays: rows[0].update(clip_id="bad id!"), "must match"),
         (lambda rows, arrays: rows[0].update(label="good"), "label must be"),
-        (lambda rows, arrays: rows[0].update(fps="0"), "fps must be > 0"),
+        (lambda rows, arrays: rows[0].update(fps="0"), "fps must be a number from 1 to 1000"),
         (lambda rows, arrays: rows[1].update(clip_id=rows[0]["clip_id"]), "appears twice"),
         (lambda rows, arrays: rows[0].update({"criterion:depth": "maybe"}), "pass, fail or empty"),
         (lambda rows, arrays: arrays.pop(rows[0]["clip_id"]), "is missing"),

@@ -9,7 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from curation import store
-from curation.dataset import import_folder
+from curation.dataset import import_folder, set_clip_bounds
+from curation.kinematics import COMPONENTS
 from curation.project import Project
 from curation.sample import sample_project
 from tests.conftest import ROOT, start_python
@@ -88,7 +89,8 @@ def test_a_verdict_lands_once_with_criteria_components_and_time(sample):
     [event] = events_of(sample, "kim")
     assert (event["clip_id"], event["verdict"], event["kind"]) == (first, "incorrect", "verdict")
     assert "fail" in event["criteria"].values() and "pass" in event["criteria"].values()
-    assert event["seconds"] >= 0 and event["joints_engaged"] is not None
+    # issue 9: the sliders were not touched, so no complexity is stored as the coach's (main stored them all)
+    assert event["seconds"] >= 0 and all(event[c] is None for c in COMPONENTS)
     assert at.session_state["label_clip"] != first  # auto-advance
     at.run()  # a rerun (refresh of the same session) adds nothing
     assert len(events_of(sample, "kim")) == 1
@@ -293,3 +295,61 @@ def test_merging_two_clips_of_a_video_replaces_them_by_one(data_dir):
     assert store.label_history(project, "v1_000")  # the old clip's labels are kept, on the old clip
     with pytest.raises(store.StoreError):
         store.merge_clips(project, merged, merged, "kim")
+
+
+def test_only_the_complexity_sliders_a_coach_moves_are_stored_as_theirs(sample):
+    at = page(LABEL, coach="kim")
+    n = at.session_state["label_n"]
+    clip = store.get_clip(sample, at.session_state["label_clip"])
+    at.slider(key=f"label_balance_demand_{n}").set_value(0.95 if (clip["balance_demand"] or 0) < 0.9 else 0.05)
+    button(at, "label_correct_").click()
+    at.run()
+    [event] = events_of(sample, "kim")
+    assert event["balance_demand"] in (0.95, 0.05)
+    assert [event[c] for c in ("joints_engaged", "angular_sensitivity", "range_of_motion")] == [None] * 3
+    assert store.coach_complexity(sample)[clip["id"]]["balance_demand"] == event["balance_demand"]
+
+
+def test_every_criterion_of_an_exercise_is_shown_and_judged_beyond_nine(sample):
+    for k in range(7):
+        store.add_criterion(sample, "squat", f"extra {k}")
+    names = [c["name"] for c in next(e for e in store.list_exercises(sample) if e["name"] == "squat")["criteria"]]
+    assert len(names) == 12
+    at = page(LABEL, coach="kim", label_exercise="squat")
+    n = at.session_state["label_n"]
+    boxes = [c for c in at.checkbox if c.key.startswith("label_crit_") and c.key.endswith(f"_{n}")]
+    assert len(boxes) == 12 and boxes[-1].label.startswith("12 · ")  # main showed the first 9
+    at.checkbox(key=f"label_crit_12_{n}").check()
+    button(at, "label_incorrect_").click()
+    at.run()
+    [event] = events_of(sample, "kim")
+    assert event["criteria"][names[11]] == "fail"  # main recorded an unseen 12th criterion as "pass"
+    assert set(event["criteria"]) == set(names) and list(event["criteria"].values()).count("fail") == 1
+
+
+def test_a_clip_whose_frames_changed_asks_for_a_second_look_and_shows_where_its_labels_came_from(sample):
+    clip = store.list_clips(sample, exercise="squat")[0]
+    store.add_label_event(sample, {"clip_id": clip["id"], "annotator": "kim", "verdict": "incorrect"})
+    set_clip_bounds(sample, clip, clip["start_frame"] + 2, clip["end_frame"], "lee")
+    at = page(LABEL, coach="kim", label_clip=clip["id"], label_for=("kim", None), label_n=1)
+    assert at.session_state["label_clip"] == clip["id"]
+    assert any("Needs a second look" in w.value and "kim said incorrect" in w.value for w in at.warning)
+    history = at.dataframe[0].value
+    assert "needs a second look" in set(history.state)
+
+
+def test_a_coach_excludes_a_clip_with_a_reason_and_restores_it(sample):
+    at = page(LABEL, coach="kim")
+    clip, n = at.session_state["label_clip"], at.session_state["label_n"]
+    button(at, "label_exclude_").click()
+    at.run()
+    assert any("why" in e.value for e in at.error) and not store.exclusions(sample)  # a reason is needed
+    at.text_input(key=f"label_exclude_reason_{n}").input("two people in the frame")
+    button(at, "label_exclude_").click()
+    at.run()
+    [row] = store.exclusions(sample)
+    assert (row["clip_id"], row["reason"], row["annotator"]) == (clip, "two people in the frame", "kim")
+    assert at.session_state["label_clip"] != clip  # it left the queue
+    button(at, "label_restore_").click()
+    at.run()
+    assert store.exclusions(sample) == []

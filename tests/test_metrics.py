@@ -128,13 +128,39 @@ def test_per_criterion_auc_separates_failed_from_passed_clips():
     criteria = [{"depth": "fail"}, {"depth": "fail", "knees": "fail"}, {"depth": "pass"}, {"depth": "pass"},
                 {"depth": "pass"}, {}, {"knees": "fail", "depth": ""}]
     result = evaluate(y, p, ["squat"] * 7, criteria=criteria)["per_criterion"]
-    assert sorted(result) == ["depth", "knees"]
-    depth = result["depth"]
-    assert (depth["n_fail"], depth["n_pass"]) == (2, 3)
-    assert depth["auc"] == pytest.approx(roc_auc_score([1, 1, 0, 0, 0], [0.9, 0.8, 0.3, 0.6, 0.2])) == 1.0
+    assert sorted(result) == ["squat/depth", "squat/knees"]
+    depth = result["squat/depth"]
+    assert (depth["n_fail"], depth["n_pass"], depth["n"]) == (2, 3, 5)
+    assert depth["auc_p_incorrect"] == pytest.approx(roc_auc_score([1, 1, 0, 0, 0], [0.9, 0.8, 0.3, 0.6, 0.2])) == 1.0
     assert depth["fail_flagged"] == 1.0 and depth["pass_flagged"] == pytest.approx(1 / 3)
-    knees = result["knees"]
-    assert (knees["n_fail"], knees["n_pass"], knees["auc"]) == (2, 0, None)  # no passing clip: no AUC
+    assert depth["auc"] is None and depth["f1"] is None  # no p(fail) model given
+    knees = result["squat/knees"]
+    assert (knees["n_fail"], knees["n_pass"], knees["auc_p_incorrect"]) == (2, 0, None)  # no passing clip: no AUC
+
+
+def test_criteria_of_the_same_name_in_two_exercises_are_kept_apart():
+    # A squat's depth and a push-up's depth are different faults: pooled, the push-up's passing clips would
+    # count against the squat's model and the counts would mix.
+    exercises = ["squat"] * 4 + ["push-up"] * 4
+    criteria = [{"depth": v} for v in ("fail", "fail", "pass", "pass", "fail", "pass", "pass", "pass")]
+    p = np.linspace(0.1, 0.9, 8)
+    result = evaluate((p >= 0.5).astype(int), p, exercises, criteria=criteria)["per_criterion"]
+    assert sorted(result) == ["push-up/depth", "squat/depth"]
+    assert (result["squat/depth"]["n_fail"], result["squat/depth"]["n"]) == (2, 4)
+    assert (result["push-up/depth"]["n_fail"], result["push-up/depth"]["n"]) == (1, 4)
+
+
+def test_per_criterion_scores_each_criterions_own_p_fail_on_its_rated_clips():
+    exercises = ["squat"] * 6
+    criteria = [{"depth": v} for v in ("fail", "fail", "fail", "pass", "pass", "")]
+    p_fail = np.array([0.9, 0.4, 0.7, 0.6, 0.1, np.nan])
+    p = np.full(6, 0.5)
+    entry = evaluate(np.ones(6, dtype=int), p, exercises, criteria=criteria,
+                     criterion_p={"squat/depth": p_fail})["per_criterion"]["squat/depth"]
+    truth, scores = [1, 1, 1, 0, 0], p_fail[:5]
+    assert entry["auc"] == pytest.approx(roc_auc_score(truth, scores))
+    assert entry["f1"] == pytest.approx(f1_score(truth, scores >= 0.5, average="macro"))
+    assert (entry["n"], entry["n_fail"], entry["n_scored"]) == (5, 3, 5)
 
 
 def test_f1_against_complexity_is_sorted_by_complexity():

@@ -21,6 +21,7 @@ from curation.sample import make_sample, sample_project
 from model import runs
 from model.registry import TrainConfig
 from model.train import (
+    AUTO_MODELS,
     MIN_LABELLED,
     SELECT_BASELINE_C,
     RunConfig,
@@ -100,8 +101,10 @@ def test_metrics_are_those_of_the_saved_out_of_fold_predictions(sample_run):
     assert metrics["confusion"] == [[int(np.sum((y == t) & (pred == q))) for q in (0, 1)] for t in (0, 1)]
     consensus = store.consensus_labels(project)
     assert all(int(r["y"]) == (consensus[r["clip_id"]]["label"] == "incorrect") for r in oof)
-    # The sample's incorrect clips each fail one criterion, so criteria results come with the run.
-    assert set(metrics["per_criterion"]) == {"depth", "trunk_lean", "elbow_fixed", "no_swing", "body_line"}
+    # The sample's incorrect clips each fail one criterion, so criteria results come with the run, keyed by
+    # exercise: the squat's depth and the push-up's depth are two criteria.
+    assert set(metrics["per_criterion"]) == {"squat/depth", "squat/trunk_lean", "bicep curl/elbow_fixed",
+                                             "bicep curl/no_swing", "push-up/body_line", "push-up/depth"}
 
 
 def test_final_model_scores_every_active_clip_labelled_or_not(sample_run):
@@ -334,6 +337,12 @@ def test_cli_trains_on_real_openpose_keypoints_and_writes_the_json_contract(pose
     assert set(result["f1"]) == {"correct", "incorrect"} and len(result["confusion"]) == 2
     assert np.array(result["confusion"]).sum() == 112
     assert "macro-F1" in done.stdout and "shouldershrug" in done.stdout and result["split"] in done.stdout
+    # auto (the default) says what it picked, from which inner scores, and the ECE before and after calibration.
+    assert result["picked"] in AUTO_MODELS and result["picked"] in done.stdout
+    assert set(result["auto"]["inner_macro_f1"]) == set(AUTO_MODELS)
+    assert len(result["auto"]["folds"]) == 5 and all(f["picked"] in AUTO_MODELS for f in result["auto"]["folds"])
+    assert result["calibration"] in ("none", "temperature", "platt", "isotonic")
+    assert 0 <= result["ece_uncalibrated"] <= 1 and result["per_criterion"] == {}
     assert runs.list_runs(Project.open(data_dir))[0]["run_id"] == result["run_id"]
 
 
@@ -352,3 +361,83 @@ def test_cli_refuses_bad_input_with_a_one_line_reason(data_dir, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith("error: ") and reason in err and err.strip().count("\n") == 0
     assert not out.exists() and list((data_dir / "runs").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- auto, calibration, criteria
+
+
+def test_auto_choice_and_calibration_depend_on_the_training_part_only(tmp_path):
+    from model.features import load_clipset
+    from model.splits import grouped_holdout
+    from model.train import fit_clips
+
+    project = Project.open(tmp_path / "project")
+    sample_project(project)
+    clips = load_clipset(project)
+    features = [clips.features(i) for i in range(len(clips))]
+    exercises = sorted(set(clips.exercises))
+    train_idx, test_idx = grouped_holdout(clips.labels, clips.groups, 0.25, seed=0)
+    fitted, summary = fit_clips(clips, features, train_idx, RunConfig(), exercises)
+    auto = summary["auto"]
+    assert auto["picked"] in AUTO_MODELS and set(auto["inner_macro_f1"]) == set(AUTO_MODELS)
+    assert auto["inner_clips"] == len(train_idx)  # every inner prediction is of a training-part clip
+    assert auto["calibration"] in auto["calibration_log_loss"]
+    # The held-out clips' labels turned around: the choice, the inner scores and the model stay the same.
+    flipped = clips.subset(np.arange(len(clips)))
+    flipped.labels = clips.labels.copy()
+    flipped.labels[test_idx] = 1 - flipped.labels[test_idx]
+    again, summary_again = fit_clips(flipped, features, train_idx, RunConfig(), exercises)
+    assert summary_again["auto"] == auto
+    held_out = [features[i] for i in test_idx], [clips.exercises[i] for i in test_idx]
+    np.testing.assert_array_equal(again.predict(*held_out), fitted.predict(*held_out))
+
+
+def test_a_calibrated_run_reports_ece_before_and_after_and_saves_the_map(tmp_path):
+    project = Project.open(tmp_path / "project")
+    sample_project(project)
+    metrics = train_run(project, RunConfig(model="baseline", calibration="auto"))
+    assert metrics["picked"] == "baseline" and metrics["calibration"] in ("none", "temperature", "platt", "isotonic")
+    assert 0 <= metrics["ece_uncalibrated"] <= 1 and 0 <= metrics["ece"] <= 1
+    assert all(f["picked"] == "baseline" and "calibration_log_loss" in f for f in metrics["auto"]["folds"])
+    # The saved final model and each fold model carry their calibration.
+    calibration = runs.load_fitted(project, metrics["run_id"]).model.calibration
+    assert (calibration.method if calibration else "none") == metrics["calibration"]
+    for k, fold in enumerate(metrics["auto"]["folds"], start=1):
+        calibration = runs.load_fold(project, metrics["run_id"], k).model.calibration
+        assert (calibration.method if calibration else "none") == fold["calibration"]
+    # The out-of-fold p saved (and evaluated) are the calibrated ones.
+    oof = runs.read_oof(project, metrics["run_id"])
+    y, p = oof.y.to_numpy(), oof.p_incorrect.to_numpy()
+    confidence = np.where(p >= 0.5, p, 1 - p)
+    assert metrics["accuracy"] == pytest.approx(np.mean((p >= 0.5) == y)) and confidence.min() >= 0.5
+
+
+def test_each_criterion_with_enough_verdicts_gets_its_own_out_of_fold_p_fail(sample_run):
+    from model.train import CRITERIA_CSV, load_criterion_models
+
+    project, metrics = sample_run
+    folder = project.runs / metrics["run_id"]
+    rows = read_csv(folder / CRITERIA_CSV)
+    scored = {k for k, v in metrics["per_criterion"].items() if v["n_scored"]}
+    assert scored and scored == {r["criterion"] for r in rows}
+    for key in scored:
+        entry = metrics["per_criterion"][key]
+        mine = [r for r in rows if r["criterion"] == key and r["verdict"] in ("pass", "fail") and r["p_fail_oof"]]
+        truth = [int(r["verdict"] == "fail") for r in mine]
+        p = [float(r["p_fail_oof"]) for r in mine]
+        assert len(mine) == entry["n_scored"] and sum(truth) <= entry["n_fail"]
+        assert entry["f1"] == pytest.approx(f1_score(truth, np.array(p) >= 0.5, average="macro"))
+        # Only clips of the criterion's own exercise are scored for it.
+        exercise = key.split("/")[0]
+        clips = {c["id"]: c for c in store.list_clips(project)}
+        assert {clips[r["clip_id"]]["exercise"] for r in rows if r["criterion"] == key} == {exercise}
+    models = load_criterion_models(folder)
+    assert set(models) == scored
+    key = sorted(scored)[0]
+    row = next(r for r in rows if r["criterion"] == key)
+    from model.features import load_clipset
+
+    every = load_clipset(project, labelled_only=False)
+    i = every.clip_ids.index(row["clip_id"])
+    p = models[key].predict([every.features(i)], [every.exercises[i]])[0]
+    assert p == pytest.approx(float(row["p_fail"]))

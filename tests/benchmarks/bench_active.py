@@ -43,6 +43,8 @@ NGOQUOCBAO = {  # exercise: files (relative to keypoints/ngoquocbao); label C = 
     "bicep_curl": ("bicep_curl/train_partial_snapshot_20221021.csv", "bicep_curl/test.csv"),
     "lunge": ("lunge/err_train_partial_snapshot_20221121.csv", "lunge/err_test.csv"),
 }
+NGOQUOCBAO_PLANK = {"plank": ("plank/train_partial_correct_snapshot_20221116.csv",
+                              "plank/train_partial_high_snapshot_20221006.csv", "plank/test.csv")}
 BAR_SECONDS = 3.0  # design.md 7: scoring 10,000 clips for suggestions
 GOAL = 0.30  # the issue: the default strategy reaches 95 % of full-data F1 with >= 30 % fewer labels
 SAMPLE_CLIPS = 100  # synthetic sample: clips per class and exercise
@@ -51,15 +53,16 @@ SAMPLE_CLIPS = 100  # synthetic sample: clips per class and exercise
 # ---------------------------------------------------------------------------------------------- datasets
 
 
-def ngoquocbao_folder(folder: Path) -> Path:
-    """bicep curl and lunge rows as a BlazePose-33 dataset folder of CLIP_ROWS-row clips (see the docstring)."""
+def ngoquocbao_folder(folder: Path, stride: int = CLIP_ROWS, files: dict[str, tuple[str, ...]] = NGOQUOCBAO) -> Path:
+    """bicep curl and lunge rows (or `files`) as a BlazePose-33 dataset folder of CLIP_ROWS-row clips (see the
+    docstring), a new clip every `stride` rows (less than CLIP_ROWS: overlapping clips, a big project)."""
     import pandas as pd
 
     from curation.landmarks import INDEX
 
     rows, arrays = [], {}
-    for exercise, files in NGOQUOCBAO.items():
-        for name in files:
+    for exercise, names in files.items():
+        for name in names:
             table = pd.read_csv(SHARED / "keypoints/ngoquocbao" / name)
             points = sorted({c.rsplit("_", 1)[0] for c in table.columns if c != "label"})
             full = np.full((len(table), 33, 4), np.nan, dtype=np.float32)
@@ -69,12 +72,12 @@ def ngoquocbao_folder(folder: Path) -> Path:
             label = table["label"].astype(str).to_numpy()
             run_starts = np.flatnonzero(np.r_[True, label[1:] != label[:-1]])
             for run, (a, b) in enumerate(zip(run_starts, np.r_[run_starts[1:], len(label)])):
-                for part, start in enumerate(range(a, b - CLIP_ROWS + 1, CLIP_ROWS)):
-                    clip_id = f"{Path(name).stem}_{run:03d}_{part:02d}".replace(".", "-")
+                for part, start in enumerate(range(a, b - CLIP_ROWS + 1, stride)):
+                    clip_id = f"{exercise}_{Path(name).stem}_{run:03d}_{part:04d}".replace(".", "-")
                     arrays[clip_id] = full[start:start + CLIP_ROWS]
                     rows.append({"clip_id": clip_id, "exercise": exercise,
                                  "label": "correct" if label[a] == "C" else "incorrect", "fps": "30",
-                                 "group": f"{Path(name).stem}-run{run}"})
+                                 "group": f"{exercise}-{Path(name).stem}-run{run}"})
     return write_folder(folder, rows, arrays)
 
 
