@@ -24,6 +24,11 @@ def project(need: str = "viewer") -> Project:
     args = sys.argv[1:]
     data = args[args.index("--data") + 1] if "--data" in args[:-1] else None
     opened = Project.open(data)
+    try:
+        store.check_database(opened)
+    except store.StoreError as exc:  # a damaged or foreign formcheck.db: one line, not a traceback
+        st.error(str(exc))
+        st.stop()
     if sign_in_method() is not None:
         _gate(opened, need)
     return opened

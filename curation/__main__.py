@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -55,26 +57,35 @@ def _ingest(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     except BadConfiguration as exc:
         raise UsageError(str(exc)) from None
     jobs.sweep(project)  # scratch folders of an ingest that was killed
+    # Every temporary file of this command (pose chunks included) in one folder of the project, removed at the
+    # end; if the command is killed, named by its pid, it is swept by the next ingest or worker.
+    scratch = project.work / f"ingest-{os.getpid()}-cli"
+    scratch.mkdir(exist_ok=True)
     results = []
-    for source in args.sources:
-        def progress(fraction: float, message: str = "", _s=source) -> None:
-            print(f"\r{_s[:40]}: {fraction:4.0%} {message[:50]:<50}", end="", file=sys.stderr, flush=True)
+    try:
+        for source in args.sources:
+            def progress(fraction: float, message: str = "", _s=source) -> None:
+                print(f"\r{_s[:40]}: {fraction:4.0%} {message[:50]:<50}", end="", file=sys.stderr, flush=True)
 
-        try:
-            result = ingest_source(project, source, args.exercise, options=options, progress=progress)
-        except USER_ERRORS as exc:
-            result = {"source": source, "video_id": None, "frames": 0, "fps": None, "person_share": None,
-                      "trimmed_share": None, "clips": 0, "error": str(exc)}
-        print(file=sys.stderr)
-        results.append(result)
-        if result["error"]:
-            print(f"FAILED {source}: {result['error']}")
-        else:
-            again = " (already ingested)" if result.get("existing") else ""
-            print(
-                f"{source}: {result['clips']} clips from {result['frames']} frames at {result['fps']:g} fps, "
-                f"person in {result['person_share']:.0%}, trimmed {result['trimmed_share']:.0%}{again}"
-            )
+            try:
+                with jobs.temp_dir(scratch):
+                    result = ingest_source(project, source, args.exercise, options=options, progress=progress,
+                                           work_dir=scratch)
+            except USER_ERRORS as exc:
+                result = {"source": source, "video_id": None, "frames": 0, "fps": None, "person_share": None,
+                          "trimmed_share": None, "clips": 0, "error": str(exc)}
+            print(file=sys.stderr)
+            results.append(result)
+            if result["error"]:
+                print(f"FAILED {source}: {result['error']}")
+            else:
+                again = " (already ingested)" if result.get("existing") else ""
+                print(
+                    f"{source}: {result['clips']} clips from {result['frames']} frames at {result['fps']:g} fps, "
+                    f"person in {result['person_share']:.0%}, trimmed {result['trimmed_share']:.0%}{again}"
+                )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return results, int(any(r["error"] for r in results))
 
 
@@ -86,8 +97,9 @@ def _stats(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     print(f"{s['frames']} video frames, {s['labelled_frames']} in labelled clips; "
           f"{s['video_seconds']['total']:.0f} s of video, clips {_number(s['clip_seconds']['median'], '.1f')} s "
           f"(median)")
-    print(f"person in {_share(s['person_share']['overall'])} of the frames; trimmed {_share(s['trimmed_share']['overall'])}"
-          f" (automatic trim: {_share(s['trimmed_share']['automatic'])})")
+    print(f"person in {_share(s['person_share']['overall'])} of the frames; "
+          f"trimmed {_share(s['trimmed_share']['overall'])} "
+          f"(automatic trim: {_share(s['trimmed_share']['automatic'])})")
     for verdict, entry in s["seconds_per_verdict"].items():
         if entry["n"]:
             print(f"  {verdict}: {entry['n']} verdicts, median {entry['median']:.1f} s")
@@ -243,6 +255,7 @@ def run_command(args: argparse.Namespace, commands: dict, user_errors: tuple[typ
         if getattr(args, "json", None):
             _check_writable(args.json)
         project = Project.open(args.data)
+        store.check_database(project)
         result, status = commands[args.command](project, args)
         if getattr(args, "json", None):
             try:

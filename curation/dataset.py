@@ -197,35 +197,40 @@ def _read_csv(path: Path, limits: ImportLimits) -> tuple[list[str], list[tuple[i
     return header, rows
 
 
-def _load_array(path: Path, name: str, limits: ImportLimits, max_points: int = N_LANDMARKS) -> np.ndarray:
-    """A numeric (T, K, C) .npy array, its header checked before its data is read (size, dtype, frames)."""
-    size = path.stat().st_size
+def _npy_header(fh: BinaryIO, name: str, size: int, kinds: str = "fiu") -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the .npy array at the start of fh (size bytes long), refused when its values are not of
+    these kinds or its data is shorter than its header says (a header may not make numpy allocate more)."""
     if size == 0:
         raise DatasetError(f"{name} is empty (0 bytes)")
-    with path.open("rb") as fh:
-        if fh.read(2) == b"PK":
-            raise DatasetError(f"{name} is a zip archive (.npz?), not a .npy array")
-        fh.seek(0)
-        try:
-            version = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, _fortran, dtype = read_header(fh)
-        except (ValueError, OSError, EOFError) as exc:
-            raise DatasetError(f"{name} is not a .npy array ({exc})") from None
-        offset = fh.tell()
-    if dtype.kind not in "fiu" or dtype.hasobject:
+    if fh.read(2) == b"PK":
+        raise DatasetError(f"{name} is a zip archive (.npz?), not a .npy array")
+    fh.seek(0)
+    try:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read_header(fh)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DatasetError(f"{name} is not a .npy array ({str(exc)[:100]})") from None
+    if dtype.kind not in kinds or dtype.hasobject:
         raise DatasetError(f"{name} holds {dtype} values, not numbers")
+    if size - fh.tell() < math.prod(shape) * dtype.itemsize:
+        raise DatasetError(f"{name} is truncated ({size} bytes for an array of shape {tuple(shape)})")
+    return tuple(shape), dtype
+
+
+def _load_array(path: Path, name: str, limits: ImportLimits, max_points: int = N_LANDMARKS) -> np.ndarray:
+    """A numeric (T, K, C) .npy array, its header checked before its data is read (size, dtype, frames)."""
+    with path.open("rb") as fh:
+        shape, _dtype = _npy_header(fh, name, path.stat().st_size)
     if len(shape) != 3 or shape[0] < 1 or not 1 <= shape[1] <= max_points or not 2 <= shape[2] <= 4:
         raise DatasetError(f"{name}: array of shape {tuple(shape)} does not fit (expected (T>=1, K, 2|3|4))")
     if shape[0] > limits.max_frames:
         raise DatasetError(f"{name} has {shape[0]} frames; at most {limits.max_frames} are accepted")
-    if size - offset < math.prod(shape) * dtype.itemsize:
-        raise DatasetError(f"{name} is truncated ({size} bytes for an array of shape {tuple(shape)})")
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise DatasetError(f"{name} cannot be read: {exc}") from None
+        raise DatasetError(f"{name} cannot be read: {str(exc)[:100]}") from None
 
 
 def _number(value: str, where: str, what: str, low: float, high: float, integer: bool = False) -> float:
@@ -233,15 +238,11 @@ def _number(value: str, where: str, what: str, low: float, high: float, integer:
     try:
         number = float(value)
     except ValueError:
-        raise DatasetError(f"{where}: {what} {value!r} is not a number") from None
+        raise DatasetError(f"{where}: {what} {value[:30]!r} is not a number") from None
     if not (math.isfinite(number) and low <= number <= high) or (integer and number != int(number)):
         kind = "a whole number" if integer else "a number"
-        raise DatasetError(f"{where}: {what} must be {kind} from {low:g} to {high:g}, not {value!r}")
+        raise DatasetError(f"{where}: {what} must be {kind} from {low:g} to {high:g}, not {value[:30]!r}")
     return int(number) if integer else number
-
-
-def _fps(value: str, where: str, limits: ImportLimits) -> float:
-    return _number(value, where, "fps", limits.min_fps, limits.max_fps)
 
 
 def _name(check, value: str, where: str) -> str:
@@ -315,7 +316,7 @@ def iter_folder(folder: Path, layout: str = "bp33",
         if not row["exercise"].strip():
             raise DatasetError(f"{where}: exercise is empty")
         exercise = _name(store.exercise_key, row["exercise"], where)
-        fps = _fps(row["fps"], where, limits)
+        fps = _number(row["fps"], where, "fps", limits.min_fps, limits.max_fps)
         size = [_number(row[k], where, k, 1, limits.max_side, integer=True) if row.get(k, "").strip() else None
                 for k in ("width", "height")]
         if (size[0] is None) != (size[1] is None):
@@ -694,17 +695,20 @@ def _check_track(path: Path, name: str, limits: ImportLimits) -> int:
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError):
+            if {i.filename for i in infos} != TRACK_ARRAYS:
+                raise DatasetError(f"{name} holds {sorted(i.filename for i in infos)[:9]}, not a pose track's arrays")
+            if sum(i.file_size for i in infos) > limits.max_frames * (N_LANDMARKS * 4 * 4 + 13) + (1 << 16):
+                raise DatasetError(f"{name} has more than {limits.max_frames} frames")
+            for info in infos:
+                with archive.open(info) as fh:
+                    _npy_header(fh, f"{name}:{info.filename}", info.file_size, kinds="fiub")
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error):
         raise DatasetError(f"{name} is not a pose track (.npz)") from None
-    if {i.filename for i in infos} != TRACK_ARRAYS:
-        raise DatasetError(f"{name} holds {sorted(i.filename for i in infos)[:9]}, not a pose track's arrays")
-    if sum(i.file_size for i in infos) > limits.max_frames * (N_LANDMARKS * 4 * 4 + 13) + (1 << 16):
-        raise DatasetError(f"{name} has more than {limits.max_frames} frames")
     try:
         with np.load(path, allow_pickle=False) as d:
             arrays = {k: d[k] for k in d.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DatasetError(f"{name} cannot be read: {exc}") from None
+        raise DatasetError(f"{name} cannot be read: {str(exc)[:100]}") from None
     landmarks = arrays["landmarks"]
     frames = landmarks.shape[0] if landmarks.ndim == 3 else -1
     fits = (

@@ -148,8 +148,8 @@ class Fetched:
 def upload_date(value: object) -> str:
     """yt-dlp's upload_date (YYYYMMDD) as YYYY-MM-DD; '' for anything else."""
     text = str(value or "")
-    return f"{text[:4]}-{text[4:6]}-{text[6:]}" if re.fullmatch(r"(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])", text) \
-        else ""
+    valid = re.fullmatch(r"(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])", text)
+    return f"{text[:4]}-{text[4:6]}-{text[6:]}" if valid else ""
 
 
 def clean_text(value: object, limit: int = 200) -> str:

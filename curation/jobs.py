@@ -251,7 +251,7 @@ class _Heartbeat(threading.Thread):
 
 
 @contextmanager
-def _temp_dir(path: Path) -> Iterator[None]:
+def temp_dir(path: Path) -> Iterator[None]:
     """Point this process's and its children's temporary files at `path` (the worker runs one job at a time)."""
     saved_dir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir, os.environ["TMPDIR"] = str(path), str(path)
@@ -282,7 +282,7 @@ def run_job(project: Project, job: dict, runners: dict[str, Callable]) -> None:
     heart.start()
     status, result, error = "done", None, None
     try:
-        with _temp_dir(tmp):
+        with temp_dir(tmp):
             result = runners[job["kind"]](project, job["params"], progress=progress, cancelled=cancelled)
     except Cancelled:
         status = "cancelled"

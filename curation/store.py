@@ -57,6 +57,20 @@ def connect(project: Project) -> Iterator[sqlite_utils.Database]:
         conn.close()
 
 
+def check_database(project: Project) -> None:
+    """StoreError when the project's database file is not a usable SQLite database (another kind of file, a
+    damaged one): said once at the edge (CLI, page) instead of a traceback from the first query."""
+    if not project.db_path.exists():
+        return  # a new project: its database is made on first use
+    try:
+        with connect(project) as db:
+            db.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        raise  # locked, read-only, disk full ...: not a fault of the file itself
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"not a Formcheck project database: {project.db_path} ({exc})") from None
+
+
 @contextmanager
 def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
     """A short writing transaction taken with BEGIN IMMEDIATE, so writers never deadlock on upgrade."""
@@ -334,7 +348,8 @@ def m004_rubric_provenance(conn: sqlite3.Connection) -> None:
                          "SELECT min(created_at) FROM clips UNION ALL SELECT ?)", (now(),)).fetchone()[0]
     for name, joints in conn.execute("SELECT name, joints FROM exercises ORDER BY name").fetchall():
         conn.execute("INSERT INTO rubric_events (exercise, action, detail, annotator, created_at) "
-                     "VALUES (?, 'joints', ?, 'catalogue', ?)", (name, json.dumps({"joints": json.loads(joints)}), stamp))
+                     "VALUES (?, 'joints', ?, 'catalogue', ?)",
+                     (name, json.dumps({"joints": json.loads(joints)}), stamp))
     rows = conn.execute("SELECT id, exercise, name, description FROM criteria ORDER BY exercise, id").fetchall()
     position: dict[str, int] = {}
     for crit_id, exercise, name, description in rows:
@@ -385,17 +400,17 @@ def m006_accounts_audit(conn: sqlite3.Connection) -> None:
 
 @migration
 def m007_jobs(conn: sqlite3.Connection) -> None:
-    """Job liveness and temporary files (issue 10)."""
+    """Job liveness and temporary files (issue 10): claims on the sources being ingested. (Liveness itself is the
+    jobs table's pid and heartbeat_at; a job's files are its folder work/jobs/<id>/.)"""
     _script(
         conn,
         """
         CREATE TABLE source_claims (                 -- a source being ingested now: a second ingest stops at once
             source_key TEXT PRIMARY KEY,
-            owner TEXT NOT NULL,                       -- "job <id>" or "pid <n>" (command line)
+            owner TEXT NOT NULL,                       -- "pid <n>": the worker or command at work on it
             pid INTEGER NOT NULL,                      -- the holder; a claim of a dead process is taken over
             claimed_at TEXT NOT NULL
-        );
-        CREATE INDEX jobs_running ON jobs(status, heartbeat_at)
+        )
         """,
     )
 
@@ -1046,7 +1061,7 @@ def stats(project: Project) -> dict:
         "labelled": sum(e["labelled"] for e in per.values()),
         "per_exercise": dict(sorted(per.items())),
         "excluded": excluded,  # active clips left out of the dataset (not counted in clips)
-        **dataset_statistics(project),  # new keys only (issue 9): the keys above keep their meaning
+        **dataset_statistics(project, consensus),  # new keys only (issue 9): the keys above keep their meaning
     }
 
 
@@ -1201,7 +1216,8 @@ def undo_edit(project: Project, edit_id: int, annotator: str) -> dict:
     """Take back a clip edit with a new edit (nothing is erased). Returns edit_id (the new edit), clip_id (the
     clip to show now) and moved (the clips whose frames changed: their complexity and cached videos are stale).
 
-    A bounds or exercise change is reversed when the clip still has what it set; a split by making the parent
+    A bounds or exercise change is reversed when the clip still has what it set (a whole video's exercise
+    change: every clip of it and the video, from any of its clips); a split by making the parent
     active again in place of its parts, a merge by making both parts active again. Labels made meanwhile on the
     replaced clips stay in their history.
     """
@@ -1214,16 +1230,26 @@ def undo_edit(project: Project, edit_id: int, annotator: str) -> dict:
             raise StoreError("this edit was undone already")
         clip_id, action = edit["clip_id"], edit["action"]
         if action in ("bounds", "exercise"):
-            clip = _active_clip(conn, clip_id)
-            now_value = [clip["start_frame"], clip["end_frame"]] if action == "bounds" else clip["exercise"]
-            if now_value != detail["to"]:
-                raise StoreError(f"clip {clip_id} was edited again since: undo its later edits first")
-            if action == "bounds":
-                conn.execute("UPDATE clips SET start_frame = ?, end_frame = ? WHERE id = ?", (*detail["from"], clip_id))
-            else:
-                conn.execute("UPDATE clips SET exercise = ? WHERE id = ?", (detail["from"], clip_id))
-            new = _edit(conn, clip_id, annotator, action, {"from": detail["to"], "to": detail["from"]}, undoes=edit_id)
-            return {"edit_id": new, "clip_id": clip_id, "moved": [clip_id]}
+            batch = [edit]
+            if detail.get("video"):  # a whole video's exercise change is undone whole, video included
+                batch = _rows(conn, "SELECT * FROM clip_edits WHERE action = 'exercise' AND created_at = ? "
+                                    "AND json_extract(detail, '$.video') = ? AND id NOT IN "
+                                    "(SELECT undoes FROM clip_edits WHERE undoes IS NOT NULL) ORDER BY id",
+                              (edit["created_at"], detail["video"]))
+                conn.execute("UPDATE videos SET exercise = ? WHERE id = ?", (detail["from"], detail["video"]))
+            for one in batch:
+                change, clip = json.loads(one["detail"]), _active_clip(conn, one["clip_id"])
+                now_value = [clip["start_frame"], clip["end_frame"]] if action == "bounds" else clip["exercise"]
+                if now_value != change["to"]:
+                    raise StoreError(f"clip {one['clip_id']} was edited again since: undo its later edits first")
+                if action == "bounds":
+                    conn.execute("UPDATE clips SET start_frame = ?, end_frame = ? WHERE id = ?",
+                                 (*change["from"], one["clip_id"]))
+                else:
+                    conn.execute("UPDATE clips SET exercise = ? WHERE id = ?", (change["from"], one["clip_id"]))
+                new = _edit(conn, one["clip_id"], annotator, action,
+                            {**change, "from": change["to"], "to": change["from"]}, undoes=one["id"])
+            return {"edit_id": new, "clip_id": clip_id, "moved": [clip_id] if action == "bounds" else []}
         if action == "split":
             parts = list(detail["into"])
             for part in parts:
@@ -1704,7 +1730,8 @@ def video_events(project: Project, video_id: str | None = None) -> list[dict]:
     """Edits of videos (athlete), newest first, each with `undone`."""
     with connect(project) as db:
         rows = _rows(db.conn, "SELECT e.*, e.id IN (SELECT undoes FROM video_events WHERE undoes IS NOT NULL) "
-                     "AS undone FROM video_events e WHERE :v IS NULL OR video_id = :v ORDER BY id DESC", {"v": video_id})
+                     "AS undone FROM video_events e WHERE :v IS NULL OR video_id = :v ORDER BY id DESC",
+                     {"v": video_id})
     for r in rows:
         r["undone"] = bool(r["undone"])
     return rows
@@ -1756,24 +1783,28 @@ def restore_span(project: Project, video_id: str, start: int, end: int, annotato
 
 
 def remove_span(project: Project, video_id: str, start: int, end: int, annotator: str) -> dict:
-    """Take frames [start, end) of a kept part out of the dataset: the active clips of the video that overlap
-    it are set aside (their labels stay in the history). Returns the event: {id, clips}."""
+    """Take frames [start, end) of a kept part out of the dataset: the clips of the video that overlap it are
+    excluded (exclusion events, their labels stay). Returns the trim event: {id, clips}."""
     with connect(project) as db, transaction(db) as conn:
         frames = _video_frames(conn, video_id)
         if not 0 <= start < end <= frames:
             raise StoreError(f"a span must lie within the video's frames 0..{frames}")
-        ids = [r[0] for r in conn.execute("SELECT id FROM clips WHERE video_id = ? AND active AND start_frame < ? "
-                                          "AND end_frame > ? ORDER BY start_frame", (video_id, end, start))]
+        ids = [r[0] for r in conn.execute(
+            "SELECT id FROM clips WHERE video_id = ? AND active AND start_frame < ? AND end_frame > ? "
+            "AND id NOT IN (SELECT clip_id FROM excluded_clips) ORDER BY start_frame", (video_id, end, start))]
+        stamp = now()
         cur = conn.execute("INSERT INTO trim_events (video_id, action, start_frame, end_frame, clips, annotator, "
                            "created_at) VALUES (?, 'remove', ?, ?, ?, ?, ?)",
-                           (video_id, start, end, json.dumps(ids), annotator, now()))
-        conn.executemany("UPDATE clips SET active = 0 WHERE id = ?", [(i,) for i in ids])
+                           (video_id, start, end, json.dumps(ids), annotator, stamp))
+        _insert(conn, "exclusions", [{"clip_id": i, "action": "exclude", "annotator": annotator, "created_at": stamp,
+                                      "reason": f"trim review: frames {start}-{end} removed"} for i in ids])
     return {"id": cur.lastrowid, "clips": ids}
 
 
 def undo_trim_event(project: Project, event_id: int, annotator: str) -> int:
-    """Take back a restore (its clips, and the clips split from them, are set aside) or a removal (its clips
-    come back). Returns the undo event's id."""
+    """Take back a restore (its clips, and the clips split or merged from them, are set aside) or a removal
+    (its clips are restored from their exclusion, unless something else excluded them since). Returns the undo
+    event's id."""
     with connect(project) as db, transaction(db) as conn:
         rows = _rows(conn, "SELECT * FROM trim_events WHERE id = ?", (event_id,))
         if not rows or rows[0]["action"] == "undo":
@@ -1782,10 +1813,16 @@ def undo_trim_event(project: Project, event_id: int, annotator: str) -> int:
             raise StoreError(f"trim change {event_id} is undone already")
         e, ids = rows[0], json.loads(rows[0]["clips"])
         if e["action"] == "restore":
-            for clip_id in ids:
-                conn.execute("UPDATE clips SET active = 0 WHERE id = ? OR id LIKE ? || '-%'", (clip_id, clip_id))
+            conn.execute("WITH RECURSIVE made(id) AS (SELECT value FROM json_each(?) UNION SELECT p.clip_id "
+                         "FROM clip_parents p JOIN made ON p.parent_id = made.id) "
+                         "UPDATE clips SET active = 0 WHERE id IN made", (e["clips"],))
         else:
-            conn.executemany("UPDATE clips SET active = 1 WHERE id = ?", [(i,) for i in ids])
+            ours = f"trim review: frames {e['start_frame']}-{e['end_frame']} removed"
+            back = [i for i in ids if conn.execute(
+                "SELECT action = 'exclude' AND reason = ? FROM exclusions WHERE clip_id = ? ORDER BY id DESC LIMIT 1",
+                (ours, i)).fetchone() == (1,)]
+            _insert(conn, "exclusions", [{"clip_id": i, "action": "restore", "annotator": annotator,
+                                          "created_at": now(), "reason": "trim review: removal undone"} for i in back])
         cur = conn.execute("INSERT INTO trim_events (video_id, action, start_frame, end_frame, clips, undoes, "
                            "annotator, created_at) VALUES (?, 'undo', ?, ?, ?, ?, ?, ?)",
                            (e["video_id"], e["start_frame"], e["end_frame"], e["clips"], event_id, annotator, now()))
@@ -1795,11 +1832,9 @@ def undo_trim_event(project: Project, event_id: int, annotator: str) -> int:
 def _trimmed_frames(video: dict, spans: list[dict], events: list[dict]) -> tuple[int, int]:
     """Frames of a video the automatic trim removed, and those removed now (after restores and removals)."""
     frames = int(video["frames"])
-    if not spans:  # ingested before spans were kept, or imported: only the share is known
+    if not spans:  # ingested before spans were kept: only the share is known, placed at the start for counting
         automatic = int(round(video["trimmed_share"] * frames))
-        removed = [False] * frames
-        for i in range(automatic):
-            removed[i] = True
+        removed = [True] * automatic + [False] * (frames - automatic)
     else:
         removed = [False] * frames
         for s in spans:
@@ -1840,21 +1875,22 @@ def _summary(values: list[float]) -> dict:
             "median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def dataset_statistics(project: Project) -> dict:
+def dataset_statistics(project: Project, consensus: dict[str, dict] | None = None) -> dict:
     """The tables published exercise-video datasets report, for the Statistics tab and `curation stats`.
 
     Per exercise and class: videos, clips, labelled clips and frames; durations (video and clip seconds),
     resolutions and frame rates; person and trimmed shares per video and overall; complexity per exercise
-    (automatic: the clips' index; coaches': the mean of the components coaches confirmed in their current
-    labels); coaches' seconds per verdict (every verdict event, skips included).
+    (automatic: the clips' index; coaches': the index of coach_complexity), each the mean over the clips;
+    coaches' seconds per verdict (every verdict event, skips included). consensus: consensus_labels() when the
+    caller has it already.
     """
-    consensus = consensus_labels(project)
-    current = current_labels(project)
+    consensus = consensus_labels(project) if consensus is None else consensus
+    coaches = coach_complexity(project)
     with connect(project) as db:
         videos = _rows(db.conn, "SELECT id, exercise, frames, fps, width, height, person_share, athlete, channel_id "
                        "FROM videos ORDER BY id")
         clips = _rows(db.conn, "SELECT id, video_id, exercise, start_frame, end_frame, fps, complexity FROM clips "
-                      "WHERE active")
+                      "WHERE active AND id NOT IN (SELECT clip_id FROM excluded_clips)")
         timing = _rows(db.conn, "SELECT verdict, seconds FROM label_events WHERE kind = 'verdict' AND seconds IS NOT "
                        "NULL AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL)")
     exercise_of = {c["id"]: c["exercise"] for c in clips}
@@ -1880,11 +1916,9 @@ def dataset_statistics(project: Project) -> dict:
             e["labelled_frames"] += n
             e["per_class"][label]["clips"] += 1
             e["per_class"][label]["frames"] += n
-    for r in current:
-        parts = [r[k] for k in ("joints_engaged", "angular_sensitivity", "range_of_motion", "balance_demand")
-                 if r[k] is not None]
-        if parts and r["clip_id"] in exercise_of:
-            entry(exercise_of[r["clip_id"]])["complexity_coach"].append(sum(parts) / len(parts))
+    for clip_id, values in coaches.items():
+        if clip_id in exercise_of:
+            entry(exercise_of[clip_id])["complexity_coach"].append(values["complexity"])
     for e in per.values():
         e["complexity_auto"] = _summary(e["complexity_auto"])["mean"]
         e["complexity_coach"] = _summary(e["complexity_coach"])["mean"]
@@ -1947,10 +1981,13 @@ def dump_tables(project: Project, tables: list[str]) -> dict[str, tuple[list[str
     return out
 
 
+_HAS_DATA_SQL = "SELECT EXISTS (SELECT 1 FROM clips) OR EXISTS (SELECT 1 FROM videos)"
+
+
 def has_project_data(project: Project) -> bool:
     """Whether the project has clips or videos (a whole exported project is restored only into one without)."""
     with connect(project) as db:
-        return bool(db.conn.execute("SELECT EXISTS (SELECT 1 FROM clips) OR EXISTS (SELECT 1 FROM videos)").fetchone()[0])
+        return bool(db.conn.execute(_HAS_DATA_SQL).fetchone()[0])
 
 
 def restore_tables(project: Project, tables: dict[str, tuple[list[str], list[tuple[int, list]]]],
@@ -1958,7 +1995,7 @@ def restore_tables(project: Project, tables: dict[str, tuple[list[str], list[tup
     """Replace the rows of these tables by the given ones (ids kept) in one transaction, in a project without
     clips or videos. Foreign keys are checked once all rows are in; a refused row is named by its line."""
     with connect(project) as db, transaction(db) as conn:
-        if conn.execute("SELECT EXISTS (SELECT 1 FROM clips) OR EXISTS (SELECT 1 FROM videos)").fetchone()[0]:
+        if conn.execute(_HAS_DATA_SQL).fetchone()[0]:
             raise StoreError("the project has clips or videos: a whole project is restored only into an empty one")
         conn.execute("PRAGMA defer_foreign_keys = ON")  # rows may refer to rows further down (undoes, splits)
         for table in reversed(list(tables)):
@@ -2074,14 +2111,8 @@ def claim_source(project: Project, source_key: str, owner: str, pid: int | None 
     return True
 
 
-def source_claim(project: Project, source_key: str) -> str | None:
-    """Who holds the source now ("job <id>", "pid <n>"), or None."""
-    with connect(project) as db:
-        row = db.conn.execute("SELECT owner FROM source_claims WHERE source_key = ?", (source_key,)).fetchone()
-    return row[0] if row else None
-
-
 def release_source(project: Project, source_key: str, owner: str) -> None:
+    """Give the source back (the ingest ended in any way); a claim taken over by someone else stays theirs."""
     with connect(project) as db, transaction(db) as conn:
         conn.execute("DELETE FROM source_claims WHERE source_key = ? AND owner = ?", (source_key, owner))
 

@@ -25,9 +25,9 @@ def video_timeline(project: Project, video_id: str) -> list[dict]:
     if video is None:
         raise store.StoreError(f"no video {video_id!r}")
     live = [e for e in store.trim_events(project, video_id) if e["action"] != "undo" and not e["undone"]]
-    restored = {c for e in live if e["action"] == "restore" for c in e["clips"]}
+    restored = [(e["start_frame"], e["end_frame"]) for e in live if e["action"] == "restore"]
     rows = [{"start_frame": c["start_frame"], "end_frame": c["end_frame"], "kind": "clip", "clip_id": c["id"],
-             "reason": RESTORED if c["id"].split("-")[0] in restored else KEPT}
+             "reason": RESTORED if any(a <= c["start_frame"] and c["end_frame"] <= b for a, b in restored) else KEPT}
             for c in store.list_clips(project, video_id=video_id)]
     # Each frame's last word: the automatic cut, then the coaches' restores and removals in order.
     marks: list[str | None] = [None] * int(video["frames"])

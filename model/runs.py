@@ -456,7 +456,8 @@ def explain(project: Project, run_id: str, clip: dict) -> dict:
     Returns plain JSON values: clip_id, run_id, p_incorrect, source ("fold K" or "final"), fold (K or None),
     frames, frame_weights (one per frame, summing to 1), joint_weights (every landmark name -> its share, summing
     to 1), top_joints (up to TOP_JOINTS names, largest share first), note (why the final model was used for an
-    evaluated clip, else None). Cached in the run folder per clip, redone when the clip's pose changed.
+    evaluated clip, else None). Cached in the run folder per clip, redone when the clip's pose or exercise
+    changed.
     Raises UnknownExercise for a clip of an exercise the run was not trained on.
     """
     folder = _finished(project, run_id)
@@ -465,7 +466,8 @@ def explain(project: Project, run_id: str, clip: dict) -> dict:
     landmarks = load_clip_landmarks(project, clip)
     features = clip_features(landmarks, float(clip["fps"]), aspect)
     fold = _fold_of(project, run_id, clip["id"])
-    key = hashlib.sha256(f"{EXPLANATION_VERSION}\0{fold}\0{features.shape}\0".encode()
+    # What the explanation depends on: the model (fold), the clip's pose and its exercise (an input of the model).
+    key = hashlib.sha256(f"{EXPLANATION_VERSION}\0{fold}\0{clip['exercise']}\0{features.shape}\0".encode()
                          + np.ascontiguousarray(features).tobytes()).hexdigest()
     cache = _cache_path(folder, clip["id"])
     if cache.is_file():

@@ -363,9 +363,9 @@ def simulate(project: Project, options: SimulateOptions = SimulateOptions(), pro
     if len(clips) == 0:
         raise SimulationRefused("the project has no labelled clips: a simulation replays labelling already done")
     names = [options.strategy] if options.strategy == RANDOM else [options.strategy, RANDOM]
-    total = options.splits * options.seeds * (1 + len(names) * len(schedule(
-        options.seed_size, options.step, options.growth, max(options.seed_size + 1, int(len(clips) * (1 - options.test_share))),
-        options.rounds)))
+    about_pool = max(options.seed_size + 1, int(len(clips) * (1 - options.test_share)))  # for the progress bar only
+    rounds = len(schedule(options.seed_size, options.step, options.growth, about_pool, options.rounds))
+    total = options.splits * options.seeds * (1 + len(names) * rounds)
     done = 0
 
     def tick(message: str) -> None:

@@ -578,6 +578,11 @@ def train_run(project: Project, config: RunConfig = RunConfig(), progress: Progr
     first chosen by the out-of-fold macro-F1 of a grouped K-fold inside the training part ("selection" in the
     metrics, the inner predictions in selection.csv). Within each training part the scaler is fitted on the
     training clips only and the early-stopping validation part is drawn from the training groups only.
+    Every fit is fit_clips': for model auto (and any calibration) the family and the calibration are chosen
+    inside that fit's training part ("picked", "calibration", "auto" in the metrics, with each fold's choice;
+    "ece" is of the calibrated p, "ece_uncalibrated" of the same models' p before). Each criterion with
+    enough verdicts gets its own p(fail) model on the same folds (criterion_heads: "per_criterion" keyed
+    "exercise/criterion", criteria.csv, criteria.pt).
     Every active clip gets score_clips()' scores (predictions.csv) and embedding (embeddings.npy). Raises
     TrainingRefused (nothing written) when the labelled clips cannot be split honestly, Cancelled when
     cancelled() turns True (the unfinished run folder is removed).
@@ -686,7 +691,7 @@ def train_run(project: Project, config: RunConfig = RunConfig(), progress: Progr
 
 
 HEADLINE = ("run_id", "model", "split", "n_clips", "n_groups", "accuracy", "balanced_accuracy", "macro_f1",
-            "kappa", "ece", "train_seconds")
+            "kappa", "ece", "train_seconds", "picked", "calibration", "ece_uncalibrated")
 
 
 def train_job(project: Project, params: dict, progress: Progress | None = None,

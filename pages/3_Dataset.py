@@ -122,6 +122,8 @@ with videos_tab:
     if not videos:
         st.caption("No videos ingested yet.")
     else:
+        if "dataset_videos_done" in st.session_state:  # said after the rerun that refreshed the tables
+            st.success(st.session_state.pop("dataset_videos_done"))
         trim = store.trim_summary(project)
         m1, m2, m3 = st.columns(3)
         m1.metric("Trimmed share of all footage", f"{trim['current']:.1%}",
@@ -150,8 +152,6 @@ with videos_tab:
 
         st.subheader("Athletes")
         st.caption("Grouped evaluation by athlete (Train page) keeps each athlete's videos on one side.")
-        if "dataset_athlete_done" in st.session_state:  # said after the rerun that refreshed the table above
-            st.success(st.session_state.pop("dataset_athlete_done"))
         with st.form("dataset_athlete_form", clear_on_submit=True):
             chosen_videos = st.multiselect("Videos", list(video_names), format_func=video_names.get,
                                            key="dataset_athlete_videos")
@@ -160,7 +160,7 @@ with videos_tab:
                 ui.require("coach")
                 try:
                     changed = store.set_athlete(project, chosen_videos, athlete, ui.actor())
-                    st.session_state["dataset_athlete_done"] = f"{changed} video(s) changed."
+                    st.session_state["dataset_videos_done"] = f"{changed} video(s) changed."
                     st.rerun()
                 except store.StoreError as exc:
                     st.error(ui.md(exc))
@@ -188,14 +188,15 @@ with videos_tab:
         r1, r2 = st.columns(2)
         with r1:
             if spans:
-                span = st.selectbox("A removed span", range(len(spans)), key="dataset_restore_span",
-                                    format_func=lambda i: f"{spans[i]['start_frame'] / fps:.1f}-"
-                                                          f"{spans[i]['end_frame'] / fps:.1f} s · {spans[i]['reason']}")
+                span = st.selectbox(
+                    "A removed span", range(len(spans)), key="dataset_restore_span",
+                    format_func=lambda i: f"{spans[i]['start_frame'] / fps:.1f}-{spans[i]['end_frame'] / fps:.1f} s "
+                                          f"· {spans[i]['reason']}")
                 if st.button("Restore it as clips", key="dataset_restore", disabled=not ui.can("lead")):
                     ui.require("lead")
                     made = timeline.restore_span(project, video_id, spans[span]["start_frame"],
                                                  spans[span]["end_frame"], ui.actor())
-                    st.success(f"{len(made['clips'])} clip(s) made from the span.")
+                    st.session_state["dataset_videos_done"] = f"{len(made['clips'])} clip(s) made from the span."
                     st.rerun()
             else:
                 st.caption("Nothing of this video was removed.")
@@ -206,14 +207,15 @@ with videos_tab:
             if st.button("Remove this part from the dataset", key="dataset_remove", disabled=not ui.can("lead")):
                 ui.require("lead")
                 gone = timeline.remove_span(project, video_id, int(round(lo * fps)), int(round(hi * fps)), ui.actor())
-                st.success(f"{len(gone['clips'])} clip(s) set aside.")
+                st.session_state["dataset_videos_done"] = f"{len(gone['clips'])} clip(s) excluded."
                 st.rerun()
         changes = [e for e in store.trim_events(project, video_id) if e["action"] != "undo" and not e["undone"]]
         if changes:
-            pick = st.selectbox("Trim changes", [e["id"] for e in changes], key="dataset_trim_undo_pick",
-                                format_func=lambda i: next(f"{e['action']} {e['start_frame'] / fps:.1f}-"
-                                                           f"{e['end_frame'] / fps:.1f} s by {e['annotator']} "
-                                                           f"({len(e['clips'])} clips)" for e in changes if e["id"] == i))
+            pick = st.selectbox(
+                "Trim changes", [e["id"] for e in changes], key="dataset_trim_undo_pick",
+                format_func=lambda i: next(f"{e['action']} {e['start_frame'] / fps:.1f}-{e['end_frame'] / fps:.1f} s "
+                                           f"by {e['annotator']} ({len(e['clips'])} clips)"
+                                           for e in changes if e["id"] == i))
             if st.button("Undo this trim change", key="dataset_trim_undo", disabled=not ui.can("lead")):
                 ui.require("lead")
                 store.undo_trim_event(project, pick, ui.actor())

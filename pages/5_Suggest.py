@@ -20,17 +20,18 @@ all_runs = runs.list_runs(project)
 chosen = choice.current(project)
 latest = chosen.run  # the run that scores suggestions (promoted, else the best on the current labels)
 if latest:
-    # The reason holds a lead's name and note: untrusted text, shown with st.text (never Markdown).
-    st.text(f"Scored by run {latest['run_id']} ({latest['model']}, {latest['n_clips']} labelled clips, "
-            f"{latest['created_at'][:16]}): {chosen.reason}. New labels count after a retrain.")
+    # The reason may hold a lead's name and note: untrusted text, escaped for Markdown.
+    st.caption(f"Scored by run {latest['run_id']} ({latest['model']}, {latest['n_clips']} labelled clips, "
+               f"{latest['created_at'][:16].replace('T', ' ')}): {ui.md(chosen.reason)}. "
+               "New labels count after a retrain.")
 else:
     st.info("No model trained yet: the first batch is spread over the kinds of movement in the pool. "
             "Train on the Train page once a dozen clips of both verdicts are labelled.")
 if len(all_runs) > 1 and ui.can("lead"):
     with st.expander("Choose the run that scores suggestions"):
         names = {r["run_id"]: f"{r['run_id']} · {r['model']} · macro-F1 "
-                              f"{'n/a' if r['macro_f1'] is None else format(r['macro_f1'], '.3f')} · {r['n_clips']} clips"
-                 for r in all_runs}
+                              f"{'n/a' if r['macro_f1'] is None else format(r['macro_f1'], '.3f')} · "
+                              f"{r['n_clips']} clips" for r in all_runs}
         options = ["(best on the current labels)", *names]
         standing = choice.standing_promotion(project)
         pick = st.selectbox("Run", options, key="suggest_promote_run",
@@ -178,8 +179,8 @@ def show_simulation(result: dict, when: str | None) -> None:
                                     opacity=0.2, line={"width": 0}, hoverinfo="skip", showlegend=False))
         figure.add_trace(go.Scatter(x=x, y=list(part["mean"]), mode="lines+markers", name=strategy,
                                     line={"color": colour}))
-    figure.update_layout(height=320, xaxis={"title": "labels", "type": "log"}, yaxis={"title": "macro-F1 on test clips"},
-                         margin={"t": 10})
+    figure.update_layout(height=320, xaxis={"title": "labels", "type": "log"},
+                         yaxis={"title": "macro-F1 on test clips"}, margin={"t": 10})
     st.plotly_chart(figure, key="suggest_simulation")
     diff, sd = result["auc_diff_mean"].get(name), result["auc_diff_sd"].get(name)
     saving = result.get("label_saving")
@@ -187,9 +188,10 @@ def show_simulation(result: dict, when: str | None) -> None:
     words = [f"Simulated {str(when or '')[:16].replace('T', ' ')} on {result['n_clips']} labelled clips, "
              f"{splits} grouped test splits (bands: one sd over splits)."]
     if diff is not None:
-        verdict = "better than" if diff - (sd or 0) > 0 else "worse than" if diff + (sd or 0) < 0 else "about as good as"
+        sd = sd or 0.0
+        verdict = "better than" if diff - sd > 0 else "worse than" if diff + sd < 0 else "about as good as"
         words.append(f"The suggested order ({name}) is {verdict} random order: mean macro-F1 over the curve "
-                     f"{diff:+.3f} ± {sd or 0:.3f}.")
+                     f"{diff:+.3f} ± {sd:.3f}.")
     reached = result["labels_to_95"]
     if reached.get(name) and reached.get("random"):
         words.append(f"95 % of the full-data macro-F1 ({result['full_f1']:.2f}) after {reached[name]} labels "

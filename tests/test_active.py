@@ -176,14 +176,15 @@ def test_reasons_say_the_split_and_each_signal_that_stands_out():
     pool = Pool(ids(4), points, np.array([0.52, 0.9, np.nan, 0.3]),
                 committee_sd=np.array([0.3, 0.01, 0.0, 0.0]), window_spread=np.array([0.1, 0.7, 0.0, 0.0]),
                 labelled_embeddings=np.random.default_rng(6).normal(0, 0.3, size=(20, 2)))
-    reasons = {s.clip_id: s.reason for s in select(pool, 4)}
+    # entropy, not the default "mixed" (whose drawn half adds "picked at random" to its reasons)
+    reasons = {s.clip_id: s.reason for s in select(pool, 4, "entropy")}
     assert reasons["c0"] == ("the model is split 52/48 between incorrect and correct, "
                              "models trained on different videos disagree")
     assert reasons["c1"] == ("the model leans incorrect (90% sure), "
                              "its windows disagree (one part looks correct, another incorrect)")
     assert reasons["c2"] == "the model has never seen this exercise"
     assert reasons["c3"] == "the model leans correct (70% sure), unlike anything labelled so far"
-    assert {s.clip_id: s.p_incorrect for s in select(pool, 4)}["c2"] is None
+    assert {s.clip_id: s.p_incorrect for s in select(pool, 4, "entropy")}["c2"] is None
 
 
 def test_bald_ranks_by_disagreement_prefers_mc_dropout_and_else_falls_back_to_entropy():
@@ -221,3 +222,34 @@ def test_bad_requests_are_refused():
         Pool(ids(3), np.zeros((3, 2)), np.full(2, 0.5))
     with pytest.raises(ValueError, match="embeddings"):
         Pool(ids(3), np.zeros((2, 2)))
+
+
+# ---------------------------------------------------------------------------------------------- mixed, big batches
+
+
+def test_mixed_draws_half_the_batch_at_random_and_takes_the_rest_by_entropy():
+    rng = np.random.default_rng(11)
+    p = rng.random(300)
+    pool = Pool(ids(300), rng.normal(size=(300, 4)), p)
+    batch = select(pool, 10, "mixed", diversity=False, balance=False, seed=4)
+    drawn = [s for s in batch if "picked at random" in s.reason]
+    chosen = [s for s in batch if "picked at random" not in s.reason]
+    assert len(drawn) == len(chosen) == 5 and len({s.clip_id for s in batch}) == 10
+    assert all("so the labels stay a fair sample" in s.reason for s in drawn)
+    # the other half: the most uncertain clips among those not drawn
+    rest = np.setdiff1d(np.arange(300), index(drawn))
+    top = rest[np.argsort(-entropy(p[rest]), kind="stable")[:5]]
+    assert sorted(index(chosen)) == sorted(top.tolist())
+    # the drawn half follows the seed, not the scores
+    assert index(drawn) != index(select(pool, 10, "mixed", diversity=False, balance=False, seed=5))[:5]
+
+
+def test_a_batch_larger_than_the_cluster_cap_takes_distinct_clips_from_every_cluster():
+    # A simulation's late rounds ask for hundreds of clips: the clusters are capped and visited in turn.
+    points, which = clusters([400, 400, 400, 400, 400], spread=1.0)
+    rng = np.random.default_rng(2)
+    p = rng.random(len(points))
+    batch = select(Pool(ids(len(points)), points, p), 300, "entropy", balance=False)
+    picked = index(batch)
+    assert len(picked) == len(set(picked)) == 300
+    assert set(which[picked]) == set(range(5))

@@ -77,7 +77,8 @@ def test_an_athlete_is_set_for_several_videos_at_once_and_undone(with_videos):
 
 
 @pytest.mark.slow
-def test_the_timeline_shows_removed_spans_and_restores_one_as_clips(ingested_squat, tmp_path, monkeypatch):  # noqa: F811
+def test_the_timeline_shows_removed_spans_and_restores_one_as_clips(ingested_squat, tmp_path,  # noqa: F811
+                                                                   monkeypatch):
     folder = shutil.copytree(ingested_squat, tmp_path / "project")
     monkeypatch.setenv("FORMCHECK_DATA", str(folder))
     project = Project.open(folder)

@@ -12,8 +12,8 @@ import pytest
 
 from curation import store
 from curation.dataset import (
-    EXCHANGE_TABLES, README, DatasetError, clip_aspect, export_folder, import_folder, load_clip_landmarks, neutralise, set_clip_bounds,
-    unneutralise,
+    EXCHANGE_TABLES, README, DatasetError, clip_aspect, export_folder, import_folder, load_clip_landmarks, neutralise,
+    set_clip_bounds, unneutralise,
 )
 from curation.kinematics import joint_angles
 from curation.project import Project
@@ -56,6 +56,43 @@ def edit_clips(project: Project, clip_ids: list[str]) -> None:
     exercise = store.get_clip(project, clip_ids[0])["exercise"]
     key = store.add_criterion(project, exercise, "elbow flare", "=1+1")
     store.edit_criterion(project, exercise, key, "lead li", title="Elbows flare out")
+
+
+def synthetic_video(project: Project, video_id: str = "vtall", width: int = 352, height: int = 640,
+                    frames: int = 120) -> list[str]:
+    """A portrait video as ingest leaves it (track .npz, video row, repetition clips), without MediaPipe: random
+    landmarks, a few frames with nobody. Returns its clip ids."""
+    from curation.pose import PoseTrack, save_track
+
+    rng = np.random.default_rng(7)
+    landmarks = rng.uniform(0.2, 0.8, (frames, 33, 4)).astype(np.float32)
+    landmarks[:5] = np.nan
+    save_track(PoseTrack(landmarks, np.arange(frames) / 25.0, np.arange(frames) >= 5,
+                         rng.random(frames).astype(np.float32), 25.0, width, height), project.poses / f"{video_id}.npz")
+    cuts = np.linspace(0, frames, 5).astype(int)
+    clips = [{"id": f"{video_id}_{i:03d}", "video_id": video_id, "exercise": "squat", "start_frame": int(a),
+              "end_frame": int(b), "fps": 25.0, "method": "repetition", "group_name": video_id,
+              "source": f"=cmd|' /C calc'!{video_id}"} for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
+    store.add_video(project, {"id": video_id, "source_key": video_id, "source": f"{video_id}.mp4",
+                              "title": "-1+1 squats", "video_path": f"videos/{video_id}.mp4",
+                              "pose_path": f"poses/{video_id}.npz", "frames": frames, "fps": 25.0, "width": width,
+                              "height": height, "person_share": 0.96, "trimmed_share": 0.0}, clips)
+    return [c["id"] for c in clips]
+
+
+def test_a_portrait_video_project_round_trips_with_its_track_and_angles(data_dir, tmp_path):
+    project = Project.open(data_dir)
+    ids = synthetic_video(project) + synthetic_video(project, "vwide", 640, 360, 90)
+    label_like_coaches(project, ids)
+    edit_clips(project, ids)
+    store.set_athlete(project, ["vtall"], "@anna", "lead li")
+    other, export_a, export_b = round_trip(project, tmp_path)
+    assert_same_exports(export_a, export_b)
+    assert_same_angles(angles_by_clip(project), angles_by_clip(other))
+    assert (export_a / "files/poses/vtall.npz").read_bytes() == (other.poses / "vtall.npz").read_bytes()
+    assert store.list_videos(other) == store.list_videos(project)
+    row = next(r for r in csv.DictReader((export_a / "clips.csv").open()) if r["clip_id"] == ids[0])
+    assert (row["width"], row["height"]) == ("352", "640")
 
 
 def read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -269,3 +306,14 @@ def test_real_clips_imported_as_arrays_keep_their_angles(ingested, tmp_path):
     other = Project.open(tmp_path / "other")
     import_folder(other, tmp_path / "export")
     assert_same_angles(angles_by_clip(ingested), angles_by_clip(other))
+
+
+@pytest.mark.slow
+def test_the_label_page_shows_a_restored_clip_without_its_video_file(ingested, tmp_path, monkeypatch):
+    from tests.test_label import LABEL, page
+
+    other, _a, _b = round_trip(ingested, tmp_path)
+    monkeypatch.setenv("FORMCHECK_DATA", str(other.root))
+    at = page(LABEL, coach="kim")
+    assert at.session_state["label_clip"] in {c["id"] for c in store.list_clips(other)}
+    assert any("video file is missing" in w.value for w in at.warning)

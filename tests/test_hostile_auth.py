@@ -199,8 +199,10 @@ def plant_hostile_text(project: Project, port: int) -> tuple[str, str]:
     image, link = hostile_payloads(port)
     with store.connect(project) as db, store.transaction(db) as conn:
         store.ensure_exercise(conn, f"press {image}")
-        store.ensure_criteria(conn, "squat", [f"knees {image}"])
-    store.add_criterion(project, "squat", "heels_up", f"heels {link}")
+        for exercise in store.clip_exercises(project):  # whichever clip the Label page opens shows them
+            store.ensure_criteria(conn, exercise, [f"knees {image}"])
+    for exercise in store.clip_exercises(project):
+        store.add_criterion(project, exercise, "heels_up", f"heels {link}")
     return image, link
 
 
@@ -220,14 +222,14 @@ def markdown_rendered(at: AppTest) -> list[str]:
 def test_imported_names_and_free_text_are_never_rendered_as_markdown(shared, page, who):
     image, link = plant_hostile_text(shared, 9)
     store.put_account(shared, "mallory", "coach", "test")  # on the Admin page's table (a dataframe: plain text)
-    at = open_page(page, who, label_exercise="squat")
+    at = open_page(page, who)
     texts = markdown_rendered(at)
     assert not [t for t in texts if "](http" in t or "![" in t]  # on main: an image and a link rendered
     if page == LABEL:
         assert any(r"knees \!\[p\]\(http\://127\.0\.0\.1\:9/track\.png\)" in t for t in texts)
         assert any(t.startswith(r"heels \[Session expired\: log in again\]") for t in texts)
-    if page == DATASET:
-        assert any(r"press \!\[p\]" in t for t in texts)
+    if page == DATASET:  # shown as plain text (a select box's options)
+        assert f"press {image}" in at.selectbox(key="dataset_rubric_exercise").options
 
 
 # ---------------------------------------------------------------- 8. the login
@@ -385,9 +387,8 @@ def test_in_the_browser_every_page_needs_sign_in_and_hostile_names_stay_text(sha
             page.get_by_role("textbox", name="Password", exact=True).fill(PASSWORD)
             page.get_by_role("button", name="Sign in").click()
             page.get_by_role("heading", name="Label clips").wait_for()
-            page.locator(".st-key-label_exercise [data-baseweb='select']").click()
-            page.get_by_role("option", name="squat", exact=True).click()
-            page.get_by_text(f"knees {image}", exact=True).wait_for()  # the name, shown as typed
+            page.get_by_role("button", name=re.compile("^Correct")).wait_for()
+            page.get_by_text(f"knees {image}").wait_for()  # the name, shown as typed
             page.get_by_role("link", name="Dataset").click()
             page.get_by_role("heading", name="Dataset").wait_for()
             page.get_by_role("tab", name="Exercises & criteria").click()

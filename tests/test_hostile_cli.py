@@ -84,3 +84,15 @@ def test_the_model_commands_share_the_one_line_runner(data_dir):
     (data_dir / "formcheck.db").write_bytes(b"\x00" * 4096)
     proc = run("model", "suggest", "--data", str(data_dir))
     assert one_line(proc).startswith("error: not a Formcheck project database:")
+
+
+def test_every_page_says_a_damaged_database_in_one_line(data_dir, monkeypatch):
+    from tests.test_app import open_page
+
+    (data_dir / "formcheck.db").write_text("not a database\n" * 100)
+    store._migrated.discard(str(data_dir / "formcheck.db"))
+    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
+    for page in ("app.py", "pages/1_Ingest.py"):
+        at = open_page(page)  # no exception
+        assert [e.value for e in at.error] == [
+            f"not a Formcheck project database: {data_dir / 'formcheck.db'} (file is not a database)"]

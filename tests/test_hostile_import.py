@@ -387,5 +387,27 @@ def test_the_dataset_page_restores_an_exported_project(export, tmp_path, monkeyp
     at.button(key="dataset_import").click()
     at.run()
     assert not at.exception, at.exception
-    assert any(s.value.startswith("Restored the whole exported project") for s in at.success), [e.value for e in at.error]
+    assert any(s.value.startswith("Restored the whole exported project") for s in at.success), \
+        [e.value for e in at.error]
     assert store.stats(Project.open(target))["clips"] == store.stats(Project.open(tmp_path / "source"))["clips"]
+
+
+
+def test_a_pose_track_whose_header_lies_about_its_size_is_refused(tmp_path):
+    # A tiny .npz member whose .npy header announces 10^10 values would make numpy allocate 40 GB on load.
+    from tests.test_exchange import synthetic_video
+
+    source = Project.open(tmp_path / "source")
+    synthetic_video(source)
+    export_folder(source, tmp_path / "export")
+    track = tmp_path / "export/files/poses/vtall.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**10,)})
+    with zipfile.ZipFile(track) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    members["motion.npy"] = header.getvalue() + bytes(16)
+    track.write_bytes(zip_of(members))
+    project = Project.open(tmp_path / "target")
+    with pytest.raises(DatasetError, match="motion.npy is truncated"):
+        import_folder(project, tmp_path / "export")
+    assert_nothing_written(project)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,6 +182,30 @@ def test_a_source_being_added_by_another_ingest_is_refused_at_once(videos, proje
     assert_nothing_written(project)
 
 
+@pytest.mark.slow
+def test_the_same_file_ingested_twice_at_once_is_added_once_without_a_database_error(videos, project, tmp_path):
+    """As two workers ran two uploads of one file: the old code ran both pipelines, the second then failed with
+    "UNIQUE constraint failed"."""
+    from tests.conftest import ROOT
+
+    copies = []
+    for name in ("a", "b"):  # two uploads of one file: different paths, one content
+        copies.append(tmp_path / f"{name}.mp4")
+        shutil.copy(videos / "twix" / "knee_squat.mp4", copies[-1])
+    procs = [subprocess.Popen([sys.executable, "-m", "curation", "ingest", str(c), "--exercise", "squat", "--data",
+                               str(project.root), "--json", str(tmp_path / f"{c.stem}.json")],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in copies]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all("Traceback" not in err and "UNIQUE" not in out + err for out, err in outputs), outputs
+    results = [json.loads((tmp_path / f"{c.stem}.json").read_text())[0] for c in copies]
+    added = [r for r in results if r["error"] is None and not r.get("existing")]
+    assert len(added) == 1 and added[0]["clips"] >= 1
+    [other] = [r for r in results if r is not added[0]]
+    assert other.get("existing") or other["error"] == ("this video is already being added by another job; it "
+                                                      "appears in the project when that job ends")
+    assert store.stats(project)["videos"] == 1
+
+
 def test_a_claim_of_a_dead_process_is_taken_over(project):
     assert store.claim_source(project, "sha256:x", "job a", pid=2 ** 22 + 12345)  # above pid_max: no process
     assert store.claim_source(project, "sha256:x", "job b")
@@ -200,3 +226,44 @@ def test_splitting_a_clip_whose_new_id_exists_raises_no_database_error(project):
     assert "c-a" not in (first, second)
     assert {c["id"] for c in store.list_clips(project)} == {"c-a", first, second}
 
+
+
+# --- the Ingest page -----------------------------------------------------------------------------------
+
+def test_streamlit_started_in_the_project_folder_takes_the_500_mb_uploads_the_page_promises(data_dir, monkeypatch):
+    from tests.conftest import ROOT
+    from tests.test_app import open_page
+
+    cap = subprocess.run([sys.executable, "-c", "from streamlit import config; print(config.get_option("
+                          "'server.maxUploadSize'))"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert cap.stdout.strip() == "500"  # .streamlit/config.toml; Streamlit's default is 200
+    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
+    monkeypatch.chdir(ROOT)
+    at = open_page("pages/1_Ingest.py")
+    assert [u.proto.label for u in at.get("file_uploader")] == ["…or upload video files (up to 500 MB each)"]
+
+
+def test_the_page_says_a_link_is_already_in_the_project_and_queues_nothing(data_dir, monkeypatch):
+    from tests.test_app import open_page, submit
+
+    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
+    project = Project.open(data_dir)
+    url = "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
+    store.add_video(project, {"id": "v1", "source_key": url, "source": url, "title": "t", "exercise": "squat",
+                              "video_path": "videos/v1.mp4", "pose_path": "poses/v1.npz", "frames": 100, "fps": 25.0,
+                              "width": 64, "height": 64, "person_share": 1.0, "trimmed_share": 0.0}, [])
+    at = submit(open_page("pages/1_Ingest.py"), "https://youtu.be/dQw4w9WgXcQ")
+    [error] = [e.value.replace("\\", "") for e in at.error]  # shown Markdown-escaped (untrusted text)
+    assert error == "Not added: https://youtu.be/dQw4w9WgXcQ: this video is already in the project (video v1)"
+    assert store.list_jobs(project) == []
+
+
+def test_the_page_says_a_malformed_allowlist_in_one_line(data_dir, monkeypatch):
+    from tests.test_app import open_page, submit
+
+    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
+    monkeypatch.setenv("FORMCHECK_ALLOWED_HOSTS", "127.0.0.1:8000")
+    at = submit(open_page("pages/1_Ingest.py"), "http://127.0.0.1:8000/squat.mp4")
+    [error] = [e.value.replace("\\", "") for e in at.error]
+    assert "FORMCHECK_ALLOWED_HOSTS: allowed hosts are bare host names" in error
+    assert store.list_jobs(Project.open(data_dir)) == []

@@ -353,3 +353,18 @@ def test_a_coach_excludes_a_clip_with_a_reason_and_restores_it(sample):
     button(at, "label_restore_").click()
     at.run()
     assert store.exclusions(sample) == []
+
+
+def test_the_dataset_page_filters_by_coach_complexity_and_restores_an_excluded_clip(sample):
+    first, second = store.clip_ids(sample)[:2]
+    store.add_label_event(sample, {"clip_id": first, "annotator": "kim", "verdict": "correct",
+                                   **{c: 0.9 for c in COMPONENTS}})
+    store.set_excluded(sample, "kim", True, "junk", clip_id=second)
+    at = page(DATASET)
+    table = at.dataframe[0].value
+    assert second not in set(table.clip_id) and {"coach_complexity", "second_look"} <= set(table.columns)
+    at.radio(key="dataset_complexity_by").set_value("coaches")
+    at.slider(key="dataset_complexity").set_value((0.8, 1.0)).run()
+    assert list(at.dataframe[0].value.clip_id) == [first]
+    at.button(key="dataset_restore").click().run()
+    assert store.exclusions(sample) == [] and store.excluded_clip_ids(sample) == set()

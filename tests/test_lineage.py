@@ -173,6 +173,9 @@ def test_a_video_changes_exercise_with_all_its_clips(data_dir):
     assert store.change_exercise(project, "lunge", "kim", video_id="v1") == ["v1_000", "v1_001"]
     assert store.get_video(project, "v1")["exercise"] == "lunge"
     assert {c["exercise"] for c in store.list_clips(project)} == {"lunge"}
+    store.undo_edit(project, store.undoable_edit(project, "v1_001")["id"], "kim")  # undone whole, from any clip
+    assert store.get_video(project, "v1")["exercise"] == "squat"
+    assert {c["exercise"] for c in store.list_clips(project)} == {"squat"}
 
 
 def test_excluded_clips_and_videos_leave_every_queue_and_training_until_restored(sample):
@@ -258,3 +261,45 @@ def test_no_edit_updates_or_deletes_a_label_event(sample):
     lineage.split(sample, clip["id"], clip["start_frame"] + 8, "kim")
     assert _events_table(sample) == before
     assert not math.isnan(np.nanmean([c["complexity"] for c in store.list_clips(sample)]))
+
+
+@pytest.mark.slow
+def test_the_train_page_plots_f1_against_the_coaches_complexity(data_dir, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from model.train import RunConfig, train_run
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
+    project = Project.open(data_dir)
+    sample_project(project, clips_per_class=4)
+    level = {"squat": 0.2, "bicep curl": 0.5, "push-up": 0.8}
+    exercise_of = {c["id"]: c["exercise"] for c in store.list_clips(project)}
+    for clip_id, entry in store.consensus_labels(project).items():
+        if entry["label"]:  # kim agrees with the label and sets every component to the exercise's level
+            _label(project, clip_id, "kim", entry["label"], **dict.fromkeys(
+                ("joints_engaged", "angular_sensitivity", "range_of_motion", "balance_demand"),
+                level[exercise_of[clip_id]]))
+    train_run(project, RunConfig(model="baseline", folds=3))
+    at = AppTest.from_file(str(ROOT / "pages/4_Train.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    at.radio(key="train_complexity_by").set_value("coaches").run()
+    assert not at.exception, at.exception
+    [chart] = [c for c in at.get("plotly_chart") if "train_complexity" in str(c.proto.id)]
+    spec = chart.proto.spec
+    assert all(f"{v}" in spec for v in level.values())  # the coaches' levels are the x values
+
+
+def test_the_train_page_counts_only_the_labels_a_run_would_train_on(sample, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("FORMCHECK_DATA", str(sample.root))
+    labelled = [c for c, e in store.consensus_labels(sample).items() if e["label"]]
+    store.set_excluded(sample, "kim", True, "junk", clip_id=labelled[0])
+    at = AppTest.from_file(str(ROOT / "pages/4_Train.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    assert next(m.value for m in at.metric if m.label == "Labelled clips") == str(len(labelled) - 1)

@@ -109,7 +109,8 @@ def test_two_criteria_of_an_exercise_cannot_read_the_same(project):
 
 
 def test_imported_criteria_join_the_rubric_history(labelled, tmp_path):
-    rows = [{"clip_id": "w0", "exercise": "wall sit", "label": "correct", "fps": "30", "criterion:thighs_level": "pass"}]
+    rows = [{"clip_id": "w0", "exercise": "wall sit", "label": "correct", "fps": "30",
+             "criterion:thighs_level": "pass"}]
     import_folder(labelled, write_folder(tmp_path / "ws", rows, {"w0": np.zeros((4, 33, 4), np.float32)}))
     assert keys(labelled, "wall sit") == ["thighs_level"]
     assert [e["action"] for e in store.rubric_events(labelled, "wall sit")] == ["add"]

@@ -216,6 +216,8 @@ def test_explanations_are_cached_per_clip_and_redone_when_the_pose_changes(proje
     monkeypatch.undo()
     shorter = {**clip, "end_frame": clip["end_frame"] - 5}  # other frames: another pose, computed again
     assert runs.explain(project, baseline["run_id"], shorter)["frames"] == first["frames"] - 5
+    moved = {**clip, "exercise": "squat"}  # another exercise, an input of the model: computed again
+    assert runs.explain(project, baseline["run_id"], moved)["p_incorrect"] != first["p_incorrect"]
 
 
 def test_explain_clip_refuses_unknown_clips_and_runs(project_runs):
@@ -335,3 +337,17 @@ def test_fitted_scores_are_nan_for_clips_of_an_exercise_it_never_saw(project_run
     assert np.isnan(vectors[0]).all() and np.isfinite(vectors[1:]).all()
     with pytest.raises(NoDropout):
         runs.load_fitted(project, baseline["run_id"]).predict_samples(features, exercises)
+
+
+def test_a_holdout_run_explains_its_held_out_clips_by_the_holdout_model(data_dir):
+    project = Project.open(data_dir)
+    sample_project(project, clips_per_class=4)
+    metrics = train_run(project, RunConfig(model="baseline", holdout=0.3))
+    oof = runs.read_oof(project, metrics["run_id"])
+    assert set(oof.fold) == {1}
+    for row in oof.itertuples():
+        why = runs.explain(project, metrics["run_id"], store.get_clip(project, row.clip_id))
+        assert why["source"] == "fold 1" and why["p_incorrect"] == pytest.approx(row.p_incorrect, abs=1e-6)
+    labels = store.consensus_labels(project)
+    trained_on = next(c for c, v in labels.items() if v["label"] and c not in set(oof.clip_id))  # training part
+    assert runs.explain(project, metrics["run_id"], store.get_clip(project, trained_on))["source"] == "final"

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from curation import store
 from curation.project import Project
 from curation.sample import sample_project
-from model import quality, runs
+from model import choice, quality, runs
 from model.suggest import suggest
 from model.train import RunConfig, train_run
 from tests.test_label import page as open_page
@@ -124,5 +124,54 @@ def test_retrain_from_the_suggest_page_refreshes_the_suggestions(trained):
     newest = runs.list_runs(trained)[0]
     assert newest["run_id"] != first_run["run_id"] and newest["n_clips"] == first_run["n_clips"] + 3
     at = open_page(SUGGEST)
-    assert newest["run_id"] in texts(at)
+    # The new run competes with the old one: the page names the one chosen (model.choice), best on these labels.
+    assert choice.current(trained).run_id in texts(at)
     assert not set(at.dataframe[0].value["clip"]) & set(batch)  # labelled clips left the pool
+
+
+@pytest.fixture
+def two_runs(trained) -> tuple[Project, str, str]:
+    """`trained` plus a newer, worse run (a BiLSTM trained for one epoch): (project, best run, newest run)."""
+    good = runs.list_runs(trained)[0]
+    worse = train_run(trained, RunConfig.from_params({"model": "bilstm", "epochs": 1, "augment": 0}))
+    assert worse["macro_f1"] < good["macro_f1"]
+    return trained, good["run_id"], worse["run_id"]
+
+
+def test_the_page_names_the_best_run_as_the_one_that_scores_and_says_why(two_runs):
+    project, good, worse = two_runs
+    at = open_page(SUGGEST)
+    assert f"Scored by run {good}" in texts(at) and "best of 2 runs on the current labels" in texts(at)
+    assert list(at.dataframe[0].value["clip"]) == [s.clip_id for s in suggest(project, k=10, run_id=good).items]
+
+
+def test_a_lead_promotes_a_run_from_the_page_and_it_scores_from_then_on(two_runs):
+    project, good, worse = two_runs
+    at = open_page(SUGGEST, coach="kim")
+    at.selectbox(key="suggest_promote_run").set_value(worse)
+    at.text_input(key="suggest_promote_note").set_value("*try* the network")
+    at.button(key="suggest_promote").click().run()
+    assert not at.exception, at.exception
+    assert [e["run_id"] for e in store.run_promotions(project)] == [worse]
+    assert f"Scored by run {worse}" in texts(at) and "promoted by " in texts(at) and "kim" in texts(at)
+    assert "\\*try\\* the network" in texts(at)  # a note is shown as typed, never as Markdown
+    at.selectbox(key="suggest_promote_run").set_value("(best on the current labels)")
+    at.button(key="suggest_promote").click().run()
+    assert f"Scored by run {good}" in texts(at)
+
+
+@pytest.mark.slow
+def test_simulate_on_this_project_runs_in_the_background_and_shows_the_learning_curves(trained):
+    at = open_page(SUGGEST)
+    assert not at.get("plotly_chart") or len(at.get("plotly_chart")) == 1  # the p histogram only
+    at.button(key="suggest_simulate").click().run()
+    job = store.list_jobs(trained)[0]
+    assert job["kind"] == "simulate" and job["params"] == {"splits": 3, "seeds": 3}
+    deadline = time.time() + 300
+    while time.time() < deadline and store.get_job(trained, job["id"])["status"] in ("queued", "running"):
+        time.sleep(1)
+    done = store.get_job(trained, job["id"])
+    assert done["status"] == "done", done
+    at = open_page(SUGGEST)
+    assert len(at.get("plotly_chart")) == 2
+    assert "3 grouped test splits" in texts(at) and "random order" in texts(at)

@@ -82,19 +82,21 @@ def test_a_removed_span_is_restored_as_clips_and_the_restore_can_be_undone(proje
     assert [e["action"] for e in store.trim_events(project, video["id"])] == ["restore", "undo"]
 
 
-def test_removing_a_kept_part_sets_its_clips_aside_until_undone(project):
+def test_removing_a_kept_part_excludes_its_clips_until_undone(project):
     video = only_video(project)
     first = store.list_clips(project)[0]
     labelled = store.add_label_event(project, {"clip_id": first["id"], "annotator": "ann", "verdict": "correct"})
     gone = timeline.remove_span(project, video["id"], first["start_frame"], first["end_frame"], "lead")
     assert gone["clips"] == [first["id"]]
     assert first["id"] not in {c["id"] for c in store.list_clips(project)}
+    assert first["id"] in store.excluded_clip_ids(project)  # an exclusion like any other, with its reason
     removed = [p for p in timeline.video_timeline(project, video["id"]) if p["reason"] == timeline.REMOVED_BY_COACH]
     assert [(p["start_frame"], p["end_frame"]) for p in removed] == [(first["start_frame"], first["end_frame"])]
     assert store.trim_summary(project)["current"] > video["trimmed_share"]
     assert store.label_history(project, first["id"])[0]["id"] == labelled  # the label stays in the history
     store.undo_trim_event(project, gone["id"], "lead")
     assert first["id"] in {c["id"] for c in store.list_clips(project)}
+    assert first["id"] not in store.excluded_clip_ids(project)
     with pytest.raises(store.StoreError, match="undone already"):
         store.undo_trim_event(project, gone["id"], "lead")
 

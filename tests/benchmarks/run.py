@@ -12,6 +12,7 @@ from tests.benchmarks import (  # noqa: E402
     bench_label,
     bench_pipeline,
     bench_pose,
+    bench_quality,
     bench_suggest,
     bench_train,
 )
@@ -23,6 +24,7 @@ def main(argv: list[str]) -> None:
     bench_pipeline.main(quick)
     bench_label.main(quick)
     bench_train.main(quick)
+    bench_quality.main(quick)
     bench_suggest.main(quick)
     bench_active.main(quick)
 
