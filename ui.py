@@ -4,6 +4,7 @@ only UI module outside pages/)."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import streamlit as st
@@ -27,7 +28,7 @@ def project(need: str = "viewer") -> Project:
     try:
         store.check_database(opened)
     except store.StoreError as exc:  # a damaged or foreign formcheck.db: one line, not a traceback
-        st.error(str(exc))
+        st.error(md(str(exc)))  # the path may hold Markdown characters
         st.stop()
     if sign_in_method() is not None:
         _gate(opened, need)
@@ -57,7 +58,7 @@ def sign_in_method() -> str | None:
 def _oidc_name() -> str | None:
     """The signed-in OIDC identity: the e-mail address the provider vouches for (display names are chosen by
     their owners, so two people could share one)."""
-    if not st.user.is_logged_in or st.user.get("email_verified") is False:
+    if not st.user.get("is_logged_in") or st.user.get("email_verified") is False:
         return None
     return st.user.get("email")
 
@@ -93,7 +94,7 @@ def _account(project: Project) -> accounts.Account | None:
 def _sign_in_form(project: Project) -> None:
     with st.sidebar:
         if sign_in_method() == "oidc":
-            if st.user.is_logged_in:  # known to the provider, not to this project
+            if st.user.get("is_logged_in"):  # known to the provider, not to this project
                 st.button("Log out", key="auth_logout", on_click=st.logout)
             else:
                 st.button("Log in", key="auth_login", type="primary", on_click=st.login)
@@ -107,12 +108,12 @@ def _sign_in_form(project: Project) -> None:
         if submitted:
             try:
                 signed = accounts.sign_in(project, accounts.password_file(), name, password)
+            except accounts.PasswordListUnreadable as exc:  # the detail (a server path) goes to the log only
+                log.warning("%s", exc)
+                st.error("Sign-in is unavailable: the password list cannot be read. Tell the administrator.")
+                return
             except accounts.AccountError as exc:
-                if "cannot read" in str(exc):  # the detail (a server path) goes to the log, not to the visitor
-                    log.warning("%s", exc)
-                    st.error("Sign-in is unavailable: the password list cannot be read. Tell the administrator.")
-                else:
-                    st.error(str(exc))
+                st.error(str(exc))
                 return
             st.session_state[_ACCOUNT] = signed.name
             st.rerun()
@@ -123,7 +124,7 @@ def _gate(project: Project, need: str) -> None:
     st.session_state[_ROLE] = who.role if who else None
     if who is None:
         _sign_in_form(project)
-        if sign_in_method() == "oidc" and st.user.is_logged_in:
+        if sign_in_method() == "oidc" and st.user.get("is_logged_in"):
             st.error(f"This project has no account for {md(_oidc_name() or st.user.get('email') or '?')}: "
                      "ask an admin to add you.")
         else:
@@ -279,13 +280,17 @@ def annotator(project: Project) -> str | None:
 # code, headings, lists, quotes, tables, math ($), directives and emoji shortcodes (:red[...]), autolinks (the
 # ':' of a scheme, the '.' of a domain). CommonMark lets any of them be backslash-escaped.
 _MD_SPECIAL = set("\\`*_{}[]()<>#+-.!|~:$&")
+# GFM turns bare URLs and e-mail addresses into links after escapes are resolved (measured: "http\://host/x"
+# still became a link), so a word joiner (U+2060, invisible) is put where those patterns would start.
+_AUTOLINK = re.compile(r"(?i)(https?|ftp|mailto|xmpp|www)(?=\\[:.])|@")
 
 
 def md(text: object) -> str:
     """Untrusted text for a Markdown context (st.markdown, captions, alerts, widget labels and help): on one
-    line, each character of _MD_SPECIAL backslash-escaped, so nothing can form a link, an image or markup and
-    it reads as typed."""
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in " ".join(str(text).split()))
+    line, each character of _MD_SPECIAL backslash-escaped and bare URLs broken, so nothing can form a link, an
+    image or markup and it reads as typed."""
+    escaped = "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in " ".join(str(text).split()))
+    return _AUTOLINK.sub(lambda m: m.group(0) + "\u2060", escaped)
 
 
 _md_escape = md  # the former name

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from curation import jobs, store
-from curation.accounts import AccountError
+from curation.accounts import AccountError, cli_actor
 from curation.dataset import LAYOUTS, DatasetError, export_folder, import_folder, import_zip
 from curation.project import Project, UnsafePath
 
@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common], help="write the project as a pose dataset folder, plus tables/ "
                        "and files/ from which import rebuilds it whole (README.md in the folder)")
     p.add_argument("folder", type=Path, help="a new or empty folder")
+    p = sub.add_parser("batch", parents=[common], help="ingest every video of a manifest CSV (source, exercise, "
+                       "optional athlete, group, note) as Ray tasks, on this machine or a Ray cluster")
+    p.add_argument("manifest", type=Path, help="CSV with a row per video; relative paths are from its folder")
+    p.add_argument("--address", help="join this Ray cluster (e.g. 10.0.0.5:6379); default: Ray on this machine")
+    p.add_argument("--workers", type=positive_int, help="videos processed at once (default: one per CPU)")
     sub.add_parser("worker", parents=[common], help="run queued background jobs (started by the app)")
     p = sub.add_parser("passwd", parents=[common], help="set a person's password in a password list (shared use)")
     p.add_argument("name")
@@ -89,6 +94,39 @@ def _ingest(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     return results, int(any(r["error"] for r in results))
 
 
+def _batch(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from curation.batch import ClusterUnavailable, ManifestError, read_manifest_file, run_batch
+    from curation.ingest import BadConfiguration
+    from curation.pipeline import PipelineOptions
+
+    try:
+        rows = read_manifest_file(args.manifest)
+        options = PipelineOptions(pose_workers=1)  # reads FORMCHECK_ALLOWED_HOSTS
+    except (ManifestError, BadConfiguration) as exc:
+        raise UsageError(str(exc)) from None
+    jobs.sweep(project)  # scratch folders of a batch or ingest that was killed
+
+    def progress(fraction: float, message: str = "") -> None:
+        print(f"\r[{'#' * int(30 * fraction):<30}] {message[:60]:<60}", end="", file=sys.stderr, flush=True)
+
+    try:
+        results = run_batch(project, rows, address=args.address, workers=args.workers, options=options,
+                            progress=progress)
+    except ClusterUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    print(file=sys.stderr)
+    for r in results:
+        if r["error"]:
+            print(f"FAILED {r['source']}: {r['error']}")
+        else:
+            again = " (already ingested)" if r.get("existing") else ""
+            print(f"{r['source']}: {r['clips']} clips from {r['frames']} frames{again}")
+    added = sum(not r["error"] and not r.get("existing") for r in results)
+    print(f"{added} added, {sum(bool(r.get('existing')) for r in results)} already in the project, "
+          f"{sum(bool(r['error']) for r in results)} failed")
+    return results, int(any(r["error"] for r in results))
+
+
 def _stats(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     s = store.stats(project)
     print(f"{s['videos']} videos, {s['clips']} clips, {s['labelled']} labelled")
@@ -114,11 +152,17 @@ def _number(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _audit(project: Project, action: str, target: object, detail: dict) -> None:
+    """Admin actions of the command line go to the project's audit log too (as `cli:<login>`)."""
+    store.record_audit(project, cli_actor(), action, str(target), detail)
+
+
 def _import(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     if args.folder.is_file():
         r = import_zip(project, args.folder, args.layout)
     else:
         r = import_folder(project, args.folder, args.layout)
+    _audit(project, "import", args.folder, {"added": r.added, "clips": r.clips, "layout": args.layout})
     if r.mode == "full":
         print(f"restored the whole exported project: {r.clips} clips ({r.labelled} labelled)")
     else:
@@ -128,6 +172,7 @@ def _import(project: Project, args: argparse.Namespace) -> tuple[object, int]:
 
 def _export(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     n = export_folder(project, args.folder)
+    _audit(project, "export", args.folder, {"clips": n})
     print(f"exported {n} clips to {args.folder}")
     return {"clips": n, "folder": str(args.folder)}, 0
 
@@ -165,11 +210,11 @@ def _read_password() -> str:
 
 
 def _passwd(project: Project, args: argparse.Namespace) -> tuple[object, int]:
-    from curation.accounts import clean_name, cli_actor, set_password
+    from curation.accounts import clean_name, set_password
 
     name = clean_name(args.name)
     set_password(args.file, name, _read_password())
-    store.record_audit(project, cli_actor(), "password set", name, {"file": str(args.file)})
+    _audit(project, "password set", name, {"file": str(args.file)})
     print(f"password set for {name} in {args.file}")
     return {"name": name}, 0
 
@@ -198,7 +243,7 @@ def _user(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     return users, 0
 
 
-COMMANDS = {"ingest": _ingest, "stats": _stats, "import": _import, "export": _export, "worker": _worker, "passwd": _passwd,
+COMMANDS = {"batch": _batch, "ingest": _ingest, "stats": _stats, "import": _import, "export": _export, "worker": _worker, "passwd": _passwd,
             "user": _user}
 
 

@@ -34,6 +34,10 @@ class AccountError(ValueError):
     """A bad name, role or password, an unreadable password list, or an account change that is refused."""
 
 
+class PasswordListUnreadable(AccountError):
+    """The configured password list cannot be read (its message names a server path: for the log and the CLI)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One line of the password list."""
@@ -122,7 +126,7 @@ def read_list(path: Path) -> PasswordList:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise AccountError(f"cannot read the password list: {exc}") from None
+        raise PasswordListUnreadable(f"cannot read the password list: {exc}") from None
     result = PasswordList({}, [])
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -136,8 +140,6 @@ def read_list(path: Path) -> PasswordList:
             result.problems.append(f"line {number} skipped: {entry.name!r} is listed twice (the first line counts)")
             continue
         result.entries[entry.name] = entry
-    for problem in result.problems:
-        log.warning("password list %s: %s", path, problem)
     return result
 
 
@@ -169,7 +171,7 @@ def _rewrite(path: Path, name: str, entry: Entry | None) -> None:
         try:
             lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as exc:
-            raise AccountError(f"cannot read the password list: {exc}") from None
+            raise PasswordListUnreadable(f"cannot read the password list: {exc}") from None
     kept = [line for line in lines if line.split(":", 1)[0] != name]
     _write_list(path, [entry] if entry else [], kept)
 
@@ -198,9 +200,11 @@ def check_password(path: Path, name: str, password: str) -> bool:
     An unknown or invalid name costs the same scrypt work as a known one (hashed against a dummy line), so the
     time taken does not tell which names exist; a line with cheaper legacy parameters is padded the same way.
     """
-    entries = read_list(path).entries
+    listed = read_list(path)
+    for problem in listed.problems:  # said at each sign-in (not at each page run); the Admin page shows them too
+        log.warning("password list %s: %s", path, problem)
     try:
-        entry = entries.get(clean_name(name))
+        entry = listed.entries.get(clean_name(name))
     except AccountError:
         entry = None
     target = entry or _DUMMY

@@ -299,7 +299,7 @@ def run_job(project: Project, job: dict, runners: dict[str, Callable]) -> None:
 
 
 # Job kinds and the function that runs each, imported only in the worker that needs it (MediaPipe, torch).
-RUNNERS = {"ingest": "curation.pipeline:ingest_job", "train": "model.train:train_job",
+RUNNERS = {"ingest": "curation.pipeline:ingest_job", "batch": "curation.batch:batch_job", "train": "model.train:train_job",
            "simulate": "model.simulate:simulate_job"}
 
 

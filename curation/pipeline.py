@@ -120,93 +120,133 @@ def ingest_source(
 def _ingest_new(project: Project, source: str, key: str, exercise: str | None, options: PipelineOptions,
                 report: Progress, check: Callable[[], None], stop: Callable[[], bool], title: str | None,
                 work_dir: Path) -> dict:
-    video_id = video_id_for(key)
     work_dir.mkdir(parents=True, exist_ok=True)
     # "ingest-<pid>-": a folder whose process is gone is a leftover (jobs.sweep removes it).
     scratch = Path(tempfile.mkdtemp(prefix=f"ingest-{os.getpid()}-", dir=work_dir))
-    video_path = project.videos / f"{video_id}.mp4"
-    pose_path = project.poses / f"{video_id}.npz"
-    done = False
     try:
-        report(0.0, "fetching")
-        if is_url(source):
-            fetched = download(
-                source, scratch, options.ingest,
-                progress=lambda f: report(0.2 * f, "downloading"), cancelled=stop,
-            )
-        else:
-            fetched = fetch_local(Path(source), scratch, options.ingest)
+        processed = process_source(source, key, exercise, options, scratch, report, stop, title)
         check()
-        report(0.2, "normalising video")
-        info = normalise_video(fetched.path, scratch / "video.mp4", options.normalise, cancelled=stop)
-        check()
-        report(0.3, "tracking pose")
-        track = extract_pose_parallel(
-            scratch / "video.mp4", options.pose, workers=options.pose_workers,
-            progress=lambda d, t: report(0.3 + 0.6 * d / max(t, 1), f"tracking pose: frame {d} of {t}"),
-            cancelled=stop,
-        )
-        if track.person_share < options.min_person_share:
-            raise NoPersonDetected(
-                f"a person was found in only {track.person_share:.0%} of the frames "
-                f"(at least {options.min_person_share:.0%} needed): is an athlete in full view?"
-            )
-        save_track(track, scratch / "pose.npz")
-        report(0.9, "finding repetitions")
-        aspect = info.width / info.height
-        trim = find_movement(track.landmarks, track.fps, motion=track.motion, options=options.trim, aspect=aspect)
-        bounds = segment_repetitions(track.landmarks, track.fps, trim.spans, options=options.segment, aspect=aspect)
-        if not bounds:
-            raise NoMovement("no movement long enough for a clip was found (the athlete stays still or out of view)")
-        clips = []
-        for i, b in enumerate(bounds):
-            clips.append({
-                "id": f"{video_id}_{i:03d}",
-                "video_id": video_id,
-                "exercise": exercise or "unknown",
-                "start_frame": int(b.start),
-                "end_frame": int(b.end),
-                "fps": float(track.fps),
-                "method": b.method,
-                "group_name": video_id,
-                "source": source,
-                **complexity_row(track.landmarks[b.start:b.end], track.fps, aspect),
-            })
-        video = {
-            "id": video_id,
-            "source_key": key,
-            "source": source,
-            "title": (title or fetched.title or "")[:300],
-            "uploader": (fetched.uploader or "")[:200],
-            # Provenance as the source reports it (cleaned by ingest); a file's is its name and sha256 (source
-            # and source_key).
-            "channel": fetched.channel,
-            "channel_id": fetched.channel_id,
-            "upload_date": fetched.upload_date,
-            "duration": fetched.duration if fetched.duration is not None else track.frames / track.fps,
-            "license": fetched.license,
-            "webpage_url": fetched.webpage_url,
-            "exercise": exercise or "unknown",
-            "video_path": project.relative(video_path),
-            "pose_path": project.relative(pose_path),
-            "frames": track.frames,
-            "fps": float(track.fps),
-            "width": int(info.width),
-            "height": int(info.height),
-            "person_share": float(track.person_share),
-            "trimmed_share": float(trim.trimmed_share),
-            "group_name": video_id,
-        }
-        check()
-        os.replace(scratch / "video.mp4", video_path)
-        os.replace(scratch / "pose.npz", pose_path)
-        store.add_video(project, video, clips, removed=trim.removed)
-        done = True
-        report(1.0, f"{len(clips)} clips")
-        return _result(source, video, len(clips), existing=False)
+        result = store_result(project, processed)
+        report(1.0, f"{result['clips']} clips")
+        return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        if not done and store.find_video(project, key) is None:
+
+
+@dataclass
+class Processed:
+    """One source through the compute stages, not yet in the project: what a batch task hands to the driver."""
+    source: str
+    key: str
+    video: dict  # the videos row, without its paths (store_result sets them)
+    clips: list[dict]
+    removed: list[tuple[int, int, str]]  # spans the trim removed (start, end, reason)
+    video_file: Path  # the normalised video and the pose track, in the caller's scratch folder
+    pose_file: Path
+
+
+def process_source(source: str, key: str, exercise: str | None, options: PipelineOptions, scratch: Path,
+                   progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
+                   title: str | None = None) -> Processed:
+    """Fetch, normalise, track pose, trim, segment and measure one source into `scratch`; touches no project.
+
+    The part of an ingest that needs CPU, run in the ingest's own process or in a Ray worker (curation/batch);
+    raises USER_ERRORS or Cancelled. `key` is the source's source_key, from which the video id is made.
+    """
+    report = progress or (lambda fraction, message="": None)
+    stop = cancelled or (lambda: False)
+
+    def check() -> None:
+        if stop():
+            raise Cancelled()
+
+    video_id = video_id_for(key)
+    report(0.0, "fetching")
+    if is_url(source):
+        fetched = download(
+            source, scratch, options.ingest,
+            progress=lambda f: report(0.2 * f, "downloading"), cancelled=stop,
+        )
+    else:
+        fetched = fetch_local(Path(source), scratch, options.ingest)
+    check()
+    report(0.2, "normalising video")
+    info = normalise_video(fetched.path, scratch / "video.mp4", options.normalise, cancelled=stop)
+    check()
+    report(0.3, "tracking pose")
+    track = extract_pose_parallel(
+        scratch / "video.mp4", options.pose, workers=options.pose_workers,
+        progress=lambda d, t: report(0.3 + 0.6 * d / max(t, 1), f"tracking pose: frame {d} of {t}"),
+        cancelled=stop,
+    )
+    if track.person_share < options.min_person_share:
+        raise NoPersonDetected(
+            f"a person was found in only {track.person_share:.0%} of the frames "
+            f"(at least {options.min_person_share:.0%} needed): is an athlete in full view?"
+        )
+    save_track(track, scratch / "pose.npz")
+    report(0.9, "finding repetitions")
+    aspect = info.width / info.height
+    trim = find_movement(track.landmarks, track.fps, motion=track.motion, options=options.trim, aspect=aspect)
+    bounds = segment_repetitions(track.landmarks, track.fps, trim.spans, options=options.segment, aspect=aspect)
+    if not bounds:
+        raise NoMovement("no movement long enough for a clip was found (the athlete stays still or out of view)")
+    clips = []
+    for i, b in enumerate(bounds):
+        clips.append({
+            "id": f"{video_id}_{i:03d}",
+            "video_id": video_id,
+            "exercise": exercise or "unknown",
+            "start_frame": int(b.start),
+            "end_frame": int(b.end),
+            "fps": float(track.fps),
+            "method": b.method,
+            "group_name": video_id,
+            "source": source,
+            **complexity_row(track.landmarks[b.start:b.end], track.fps, aspect),
+        })
+    video = {
+        "id": video_id,
+        "source_key": key,
+        "source": source,
+        "title": (title or fetched.title or "")[:300],
+        "uploader": (fetched.uploader or "")[:200],
+        # Provenance as the source reports it (cleaned by ingest); a file's is its name and sha256 (source
+        # and source_key).
+        "channel": fetched.channel,
+        "channel_id": fetched.channel_id,
+        "upload_date": fetched.upload_date,
+        "duration": fetched.duration if fetched.duration is not None else track.frames / track.fps,
+        "license": fetched.license,
+        "webpage_url": fetched.webpage_url,
+        "exercise": exercise or "unknown",
+        "frames": track.frames,
+        "fps": float(track.fps),
+        "width": int(info.width),
+        "height": int(info.height),
+        "person_share": float(track.person_share),
+        "trimmed_share": float(trim.trimmed_share),
+        "group_name": video_id,
+    }
+    return Processed(source, key, video, clips, list(trim.removed), scratch / "video.mp4", scratch / "pose.npz")
+
+
+def store_result(project: Project, processed: Processed) -> dict:
+    """Move a processed source's files into videos/ and poses/ and add its rows in one transaction; returns the
+    result of design.md 4.2. Only the process that owns the project store calls this (the batch driver)."""
+    video_id = processed.video["id"]
+    video_path = project.videos / f"{video_id}.mp4"
+    pose_path = project.poses / f"{video_id}.npz"
+    video = {**processed.video, "video_path": project.relative(video_path), "pose_path": project.relative(pose_path)}
+    done = False
+    try:
+        os.replace(processed.video_file, video_path)
+        os.replace(processed.pose_file, pose_path)
+        store.add_video(project, video, processed.clips, removed=processed.removed)
+        done = True
+        return _result(processed.source, video, len(processed.clips), existing=False)
+    finally:
+        if not done and store.find_video(project, processed.key) is None:
             video_path.unlink(missing_ok=True)
             pose_path.unlink(missing_ok=True)
 

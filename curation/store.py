@@ -1413,9 +1413,9 @@ def clip_history(project: Project, clip_id: str) -> list[dict]:
     """A clip's whole story, oldest first: its label events and edits, and those of the clips it was split or
     merged from (inherited). Each row: id (of the label event; None for an edit), created_at, clip_id (where it
     happened), annotator, kind (verdict, undo, adjudication, or the edit: bounds, split, merge, exercise,
-    unsplit, unmerge), verdict, criteria, note, frames ("start-end" judged), exercise, state: "on these
-    frames", "needs a second look" (other frames or exercise), "undone", "undo", "inherited from <clip>", or
-    "edit"."""
+    unsplit, unmerge), verdict, criteria, note, complexity (the components the coach set), frames ("start-end"
+    judged), exercise, state: "on these frames", "needs a second look" (other frames or exercise), "undone",
+    "undo", "inherited from <clip>", or "edit"."""
     with connect(project) as db:
         ids = [clip_id, *_ancestors(db.conn)(clip_id)]
         marks = ", ".join("?" * len(ids))
@@ -1437,12 +1437,13 @@ def clip_history(project: Project, clip_id: str) -> list[dict]:
         rows.append({"id": e["id"], "created_at": e["created_at"], "clip_id": e["clip_id"], "annotator": e["annotator"],
                      "kind": e["kind"], "verdict": e["verdict"], "criteria": json.loads(e["criteria"]),
                      "note": e["note"], "exercise": e["exercise"],
+                     "complexity": {c: e[c] for c in COMPLEXITY_COLUMNS if e[c] is not None},
                      "frames": f"{e['start_frame']}-{e['end_frame']}" if e["start_frame"] is not None else "",
                      "state": state})
     for x in edits:
         rows.append({"id": None, "created_at": x["created_at"], "clip_id": x["clip_id"], "annotator": x["annotator"],
                      "kind": x["action"], "verdict": None, "criteria": {}, "note": x["detail"], "exercise": None,
-                     "frames": "", "state": "edit"})
+                     "complexity": {}, "frames": "", "state": "edit"})
     return sorted(rows, key=lambda r: r["created_at"])
 
 
@@ -1830,21 +1831,23 @@ def undo_trim_event(project: Project, event_id: int, annotator: str) -> int:
 
 
 def _trimmed_frames(video: dict, spans: list[dict], events: list[dict]) -> tuple[int, int]:
-    """Frames of a video the automatic trim removed, and those removed now (after restores and removals)."""
+    """Frames of a video the automatic trim removed, and those removed now (after restores and removals).
+
+    Kept as disjoint [start, end) intervals, not per frame: the Home page counts every video of the project.
+    """
     frames = int(video["frames"])
-    if not spans:  # ingested before spans were kept: only the share is known, placed at the start for counting
-        automatic = int(round(video["trimmed_share"] * frames))
-        removed = [True] * automatic + [False] * (frames - automatic)
-    else:
-        removed = [False] * frames
-        for s in spans:
-            removed[s["start_frame"]:s["end_frame"]] = [True] * (s["end_frame"] - s["start_frame"])
-        automatic = sum(removed)
+    if spans:
+        removed = [(s["start_frame"], s["end_frame"]) for s in spans]
+    else:  # ingested before spans were kept: only the share is known, placed at the start for counting
+        removed = [(0, int(round(video["trimmed_share"] * frames)))]
+    automatic = sum(b - a for a, b in removed)
     for e in events:
         if e["action"] != "undo" and not e["undone"]:
             a, b = max(0, e["start_frame"]), min(frames, e["end_frame"])
-            removed[a:b] = [e["action"] == "remove"] * max(0, b - a)
-    return automatic, sum(removed)
+            removed = [part for s, t in removed for part in ((s, min(t, a)), (max(s, b), t)) if part[1] > part[0]]
+            if e["action"] == "remove" and b > a:
+                removed.append((a, b))
+    return automatic, sum(b - a for a, b in removed)
 
 
 def trim_summary(project: Project) -> dict:

@@ -237,16 +237,16 @@ def choose_inside(clips: ClipSet, features: list[np.ndarray], train_idx: np.ndar
     picked = max(names, key=lambda n: (round(scores[n], 9), -names.index(n)))
     method = config.calibration_method()
     if method == "auto":
-        calibration, losses = choose_calibration(p[picked][tested], y[tested], fold[tested])
+        calibration, calibration_scores = choose_calibration(p[picked][tested], y[tested], fold[tested])
     else:
         calibration = fit_calibration(method, p[picked][tested], y[tested])
-        losses = {}
+        calibration_scores = {}
     fitted, summary = fit_one(clips, features, train_idx, _family(config, picked), exercises, on_epoch, stream)
     if calibration.method != "none":
         fitted.model.calibration = calibration
     return fitted, {**summary, "auto": {"picked": picked, "inner_folds": len(inner), "inner_clips": int(len(tested)),
                                         "inner_macro_f1": scores, "calibration": calibration.method,
-                                        "calibration_log_loss": losses}}
+                                        "calibration_scores": calibration_scores}}
 
 
 def fit_one(clips: ClipSet, features: list[np.ndarray], train_idx: np.ndarray, config: RunConfig,

@@ -97,6 +97,56 @@ if submitted:
         st.warning("Paste at least one link or choose a file.")
 
 
+# ---- Batch: many videos as one job, run on Ray (curation/batch.py); its card lists every video's result.
+MAX_MANIFEST_MB = 5
+st.subheader("Add a batch")
+with st.form("batch_form", clear_on_submit=True):
+    st.caption("A manifest CSV with a row per video (columns source, exercise; optional athlete, group, note) "
+               "or many links for one exercise: one job that processes the videos side by side on Ray.")
+    batch_manifest = st.file_uploader(f"Manifest (CSV, up to {MAX_MANIFEST_MB} MB)", type=["csv"],
+                                      key="batch_manifest")
+    batch_exercise = st.selectbox("Exercise of the links below", exercises, key="batch_exercise",
+                                  index=exercises.index("squat") if "squat" in exercises else 0)
+    batch_links = st.text_area("…or links, one per line", key="batch_links",
+                               placeholder="https://www.youtube.com/watch?v=...")
+    batch_submitted = st.form_submit_button("Add as one batch", disabled=not ui.can("lead"),
+                                            help=None if ui.can("lead") else "Adding videos needs the lead role.")
+
+if batch_submitted:
+    ui.require("lead")
+    from curation.batch import ManifestError, Row, read_manifest
+
+    candidates, refused = [], []
+    try:
+        if batch_manifest is not None:
+            if batch_manifest.size > MAX_MANIFEST_MB * 2**20:
+                raise ManifestError(f"the manifest is over {MAX_MANIFEST_MB} MB")
+            candidates += read_manifest(batch_manifest.getvalue().decode("utf-8", errors="replace"))
+        candidates += [Row(line.strip(), batch_exercise) for line in (batch_links or "").splitlines() if line.strip()]
+        batch_options = IngestOptions.from_env()
+    except (ManifestError, BadConfiguration) as exc:
+        st.error(f"Batch not added: {ui.md(exc)}")
+        candidates = []
+    rows = []
+    for row in candidates:
+        try:
+            # Files named in a manifest would be read from the server's disk: the page takes links only
+            # (`python -m curation batch` takes files too).
+            if not is_url(row.source):
+                raise UnsupportedSource("not a link: files go in a batch from the command line")
+            rows.append({**row.__dict__, "source": canonical_url(row.source, batch_options)})
+        except UnsupportedSource as exc:
+            refused.append((row.source, str(exc)))
+    if rows:
+        jobs.submit(project, "batch", {"rows": rows, "title": f"batch of {len(rows)} video(s)"})
+        st.success(f"Batch of {len(rows)} video(s) queued: progress below (videos already in the project are "
+                   "skipped).")
+    for source, reason in refused:
+        st.error(f"Not added: {ui.md(source[:200])}: {ui.md(reason)}")
+    if not candidates and not refused and batch_manifest is None:
+        st.warning("Upload a manifest or paste at least one link.")
+
+
 active_at_start = len(active_sources())
 
 
@@ -111,10 +161,33 @@ def job_list() -> None:
         return
     st.subheader("Jobs")
     for job in recent:
-        ui.job_card(project, job, "ingest")
+        if job["kind"] != "batch":  # batches have their own cards below
+            ui.job_card(project, job, "ingest")
 
 
 job_list()
+
+
+@st.fragment(run_every=2 if any(j["kind"] == "batch" and j["status"] in ("queued", "running")
+                                for j in store.list_jobs(project, limit=20)) else None)
+def batch_list() -> None:
+    batches = [j for j in store.list_jobs(project, limit=20) if j["kind"] == "batch"]
+    if batches:
+        st.subheader("Batches")
+    for job in batches:
+        if job["status"] != "done" or not job["result"]:
+            ui.job_card(project, job, "batch")  # progress, cancel, or the error
+            continue
+        r = job["result"]
+        with st.container(border=True):
+            st.text(f"{ui.STATUS_ICON['done']} done: {job['params'].get('title', 'batch')}: {r['added']} added "
+                    f"({r['clips']} clips), {r['existing']} already in the project, {r['failed']} failed")
+            # st.dataframe shows cells as plain text: sources and errors are untrusted.
+            st.dataframe(pd.DataFrame(r["videos"])[["source", "exercise", "clips", "frames", "person_share",
+                                                    "existing", "error"]], hide_index=True)
+
+
+batch_list()
 
 videos = store.list_videos(project)
 if videos:

@@ -147,8 +147,11 @@ with left:
     with st.expander("History of this clip"):
         history = store.clip_history(project, clip["id"])
         if history:
-            st.dataframe([{k: e[k] for k in ("created_at", "annotator", "kind", "verdict", "frames", "exercise",
-                                             "state", "clip_id", "note")} for e in history], hide_index=True)
+            st.dataframe([{**{k: e[k] for k in ("created_at", "annotator", "kind", "verdict", "frames", "exercise",
+                                                "state", "clip_id", "note")},
+                           "criteria": ", ".join(f"{k}: {v}" for k, v in e["criteria"].items()),
+                           "complexity": ", ".join(f"{k}: {v:.2f}" for k, v in e["complexity"].items())}
+                          for e in history], hide_index=True)
         else:
             st.caption("No labels yet.")
 
@@ -292,7 +295,8 @@ with st.expander("Exclude, or change the exercise"):
     reason = st.text_input("Reason", key=f"label_exclude_reason_{n}", max_chars=500,
                            placeholder="e.g. camera cut, not this exercise, two people")
     e1, e2 = st.columns(2)
-    if e1.button("Exclude from the dataset", key=f"label_exclude_{n}"):
+    if e1.button("Exclude from the dataset", key=f"label_exclude_{n}", disabled=not ui.can("lead")):
+        ui.require("lead")
         try:
             store.set_excluded(project, coach, True, reason, **target)
             state["label_toast"] = "Excluded: it leaves every queue, training run and export (restore below)"
@@ -303,7 +307,8 @@ with st.expander("Exclude, or change the exercise"):
     new_exercise = e2.selectbox("Exercise", list(exercises), index=list(exercises).index(clip["exercise"])
                                 if clip["exercise"] in exercises else 0, key=f"label_new_exercise_{n}")
     if e2.button("Change the exercise", key=f"label_change_exercise_{n}",
-                 disabled=new_exercise == clip["exercise"]):
+                 disabled=new_exercise == clip["exercise"] or not ui.can("lead")):
+        ui.require("lead")
         try:
             store.change_exercise(project, new_exercise, coach, **target)
             state["label_toast"] = f"Now {ui.md(new_exercise)}: its earlier verdicts stay in the history"
@@ -318,7 +323,8 @@ with st.expander("Exclude, or change the exercise"):
                       for x in excluded], hide_index=True)
         labels = {f"{'clip' if x['clip_id'] else 'video'} {x['clip_id'] or x['video_id']}": x for x in excluded}
         back = st.selectbox("Restore", list(labels), key=f"label_restore_pick_{n}")
-        if st.button("Restore", key=f"label_restore_{n}"):
+        if st.button("Restore", key=f"label_restore_{n}", disabled=not ui.can("lead")):
+            ui.require("lead")
             x = labels[back]
             store.set_excluded(project, coach, False, reason, clip_id=x["clip_id"], video_id=x["video_id"])
             state["label_toast"] = f"Restored {ui.md(back)}"

@@ -384,7 +384,7 @@ with catalogue_tab:
                 store.edit_criterion(project, rubric_for, key, ui.actor(), retired=not crit["retired"])
                 st.rerun()
             st.caption(f"{len(active)} active, {len(crits) - len(active)} retired; coaches see the active ones in "
-                       "this order (keys 1-9).")
+                       "this order.")
         with st.form(f"dataset_rubric_joints_{rubric_for}"):
             joints = st.multiselect("Joints of interest (their angle traces on the Label page)", list(ANGLES),
                                     [j for j in ex["joints"] if j in ANGLES], key=f"dataset_rubric_joints_{rubric_for}")

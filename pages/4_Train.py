@@ -153,7 +153,10 @@ with crit_col:
     st.markdown("**Per criterion** (each with enough verdicts gets its own p(fail) model, tested out-of-fold)")
     if metrics.get("per_criterion"):
         crit = pd.DataFrame(metrics["per_criterion"]).T
-        st.dataframe(crit[["auc", "f1", "n_fail", "n", "n_scored", "auc_p_incorrect"]], width="stretch",
+        if "auc_p_incorrect" not in crit:  # a run from before per-criterion models: its "auc" was p(incorrect)'s
+            crit = crit.rename(columns={"auc": "auc_p_incorrect"})
+        crit = crit.reindex(columns=["auc", "f1", "n_fail", "n", "n_scored", "auc_p_incorrect"])
+        st.dataframe(crit, width="stretch",
                      column_config={"auc": st.column_config.NumberColumn("AUC p(fail)", format="%.3f"),
                                     "f1": st.column_config.NumberColumn("F1 p(fail)", format="%.3f"),
                                     "auc_p_incorrect": st.column_config.NumberColumn("AUC p(incorrect)",

@@ -17,7 +17,17 @@ project = ui.project()
 st.title("What to label next")
 
 all_runs = runs.list_runs(project)
-chosen = choice.current(project)
+current = store.current_labels(project)
+judged = len(current)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def chosen_run(run_ids: tuple[str, ...], judged: int, promotions: int, _project=project) -> choice.Choice:
+    # Reads every run's out-of-fold file: once per new run, new verdict or new promotion, not on every rerun.
+    return choice.current(_project)
+
+
+chosen = chosen_run(tuple(r["run_id"] for r in all_runs), judged, len(store.run_promotions(project)))
 latest = chosen.run  # the run that scores suggestions (promoted, else the best on the current labels)
 if latest:
     # The reason may hold a lead's name and note: untrusted text, escaped for Markdown.
@@ -64,8 +74,6 @@ def batch(run_id: str | None, judged: int, strategy: str, k: int, exercise: str 
     return suggest(_project, k=k, strategy=strategy, exercise=exercise, run_id=run_id)
 
 
-current = store.current_labels(project)
-judged = len(current)
 try:
     with st.spinner("Scoring the unlabelled clips..."):
         result = batch(chosen.run_id, judged, strategy, k, exercise)
@@ -130,7 +138,8 @@ if open_disagreements:
 
 # ------------------------------------------------------------------ what active learning saves here
 st.subheader("What active learning saves on this project")
-SIMULATION = {"splits": 3, "seeds": 3}  # model.simulate's defaults otherwise (default strategy, baseline model)
+# model.simulate's defaults otherwise (default strategy, baseline model)
+SIMULATION = {"splits": 3, "seeds": 3, "title": "active learning against random order, replayed on the labels"}
 
 
 def simulations() -> list[dict]:
@@ -151,7 +160,7 @@ def simulation() -> None:
         st.rerun(scope="app")
     finished = [j for j in jobs_now if j["status"] in ("done", "failed")]
     if finished and finished[0]["status"] == "failed":
-        st.caption(f"The last simulation failed: {finished[0]['error']}")
+        st.caption(f"The last simulation failed: {ui.md(finished[0]['error'])}")
     done = next((j for j in finished if j["status"] == "done" and j["result"]), None)
     if done is None:
         st.caption("Replays labelling on the clips labelled so far (3 grouped test splits, 3 seeds): the suggested "

@@ -40,7 +40,8 @@ with left, st.form("admin_user_form", clear_on_submit=True):
         ui.require("admin")
         try:
             saved = accounts.add_user(project, name, role, ui.actor(), password or None, path)
-            st.session_state["admin_toast"] = f"{ui.md(saved)} is {role}" + (" with a new password." if password else ".")
+            new_password = " with a new password" if password else ""
+            st.session_state["admin_toast"] = f"{ui.md(saved)} is {role}{new_password}."
             st.rerun()
         except (accounts.AccountError, store.StoreError, OSError) as exc:
             st.error(f"Nothing changed: {ui.md(exc)}")

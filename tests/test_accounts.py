@@ -50,7 +50,8 @@ def test_roles_are_ordered_viewer_coach_lead_admin():
         accounts.allows("admin", "superuser")
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 61, "a:b", "nul\x00byte", "zero\u200bwidth", "rtl\u202eevil", "bell\x07"])
+@pytest.mark.parametrize("name", ["", "   ", "x" * 61, "a:b", "nul\x00byte", "zero\u200bwidth", "rtl\u202eevil",
+                                  "bell\x07"])
 def test_a_bad_name_is_refused_whole(name):
     with pytest.raises(AccountError):
         accounts.clean_name(name)
@@ -134,3 +135,22 @@ def test_the_user_commands_add_change_list_and_remove(data_dir, tmp_path, capsys
     actions = [(a["action"], a["target"]) for a in store.audit_log(Project.open(data_dir))]
     assert actions[0] == ("password set", "ada") and all(a["actor"].startswith("cli:")
                                                          for a in store.audit_log(Project.open(data_dir)))
+
+
+def test_import_and_export_from_the_command_line_are_audited(data_dir, tmp_path, capsys, monkeypatch):
+    from curation.sample import sample_project
+
+    sample_project(Project.open(data_dir), clips_per_class=1)
+    data = ["--data", str(data_dir)]
+    assert run(capsys, monkeypatch, ["export", str(tmp_path / "out"), *data])[0] == 0
+    other = tmp_path / "other"
+    assert run(capsys, monkeypatch, ["import", str(tmp_path / "out"), "--data", str(other)])[0] == 0
+    assert [(a["action"], a["actor"][:4]) for a in store.audit_log(Project.open(data_dir))] == [("export", "cli:")]
+    assert [a["action"] for a in store.audit_log(Project.open(other))] == ["import"]
+
+
+@pytest.mark.parametrize("action", ["add", "role", "remove", "list"])
+def test_every_user_command_has_help(action, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["user", action, "--help"])
+    assert exit_.value.code == 0 and "--data" in capsys.readouterr().out

@@ -26,9 +26,9 @@ def ece(y: np.ndarray, p: np.ndarray) -> float:
 def test_calibration_chosen_on_inner_folds_lowers_the_ece_of_an_overconfident_model():
     p, y = overconfident(600, seed=0)
     fold = np.arange(len(p)) % 3
-    calibration, losses = choose_calibration(p, y, fold)
-    assert set(losses) == set(METHODS) and calibration.method != "none"
-    assert losses[calibration.method] < losses["none"]
+    calibration, scores = choose_calibration(p, y, fold)
+    assert set(scores) == set(METHODS) and calibration.method != "none"
+    assert scores[calibration.method]["log_loss"] < scores["none"]["log_loss"]
     # Tested on fresh clips from the same source: the map learnt on the first set still helps.
     p_new, y_new = overconfident(600, seed=1)
     assert ece(y_new, calibration.apply(p_new)) < 0.5 * ece(y_new, p_new)
@@ -39,9 +39,22 @@ def test_an_honest_model_keeps_its_probabilities():
     rng = np.random.default_rng(2)
     p = rng.uniform(0.02, 0.98, 900)
     y = (rng.random(900) < p).astype(int)
-    calibration, losses = choose_calibration(p, y, np.arange(900) % 3, ("none", "temperature"))
+    calibration, _ = choose_calibration(p, y, np.arange(900) % 3, ("none", "temperature"))
     # Either the identity or a temperature of about 1.
     assert calibration.method == "none" or calibration.a == pytest.approx(1.0, abs=0.15)
+
+
+def test_a_map_that_would_cost_verdicts_is_not_chosen_however_low_its_log_loss():
+    # A balanced-weight model on a 4:1 set: its p = 0.5 serves both classes. Maps to the true frequencies
+    # (platt, isotonic) lower the log-loss by pushing every p toward "correct" and lose minority verdicts.
+    rng = np.random.default_rng(4)
+    y = (rng.random(1000) < 0.2).astype(int)
+    p = expit(rng.normal(0, 1, 1000) + np.where(y == 1, 0.5, -0.5))
+    calibration, scores = choose_calibration(p, y, np.arange(1000) % 3)
+    assert scores["platt"]["log_loss"] < scores["temperature"]["log_loss"]
+    assert scores["platt"]["macro_f1"] < scores["none"]["macro_f1"]
+    assert calibration.method in ("none", "temperature")
+    assert scores[calibration.method]["macro_f1"] >= scores["none"]["macro_f1"]
 
 
 @pytest.mark.parametrize("method", METHODS)

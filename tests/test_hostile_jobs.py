@@ -176,3 +176,19 @@ def test_a_worker_killed_during_pose_tracking_leaves_no_file(project, videos):
     left = [p for p in project.root.rglob("*") if p.is_file() and not p.name.startswith("formcheck.db")
             and p.suffix not in (".lock", ".log")]
     assert left == [] and store.list_videos(project) == []
+
+
+@pytest.mark.slow
+def test_a_killed_command_line_ingest_leaves_nothing_after_the_next_one(project, videos):
+    proc = subprocess.Popen([sys.executable, "-m", "curation", "ingest", str(videos / "twix" / "correct-squat.mp4"),
+                             "--data", str(project.root)], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # killed once the normalised video is written, while the pose is tracked
+        wait_for(lambda: list(project.work.glob("ingest-*/**/video.mp4")), timeout=180)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert list(project.work.glob("ingest-*"))  # the old code left work/<video>.part and videos/<video>.mp4
+    jobs.sweep(project)  # what the next ingest or worker does first
+    left = [p for p in project.root.rglob("*") if p.is_file() and not p.name.startswith("formcheck.db")]
+    assert left == [] and store.list_videos(project) == []

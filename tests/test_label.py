@@ -257,14 +257,15 @@ def test_with_a_password_list_only_a_right_password_lets_a_coach_in(sample, tmp_
                          input="long secret\n", capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     monkeypatch.setenv("FORMCHECK_PASSWORDS", str(passwords))
-    at = page(LABEL)
-    at.text_input(key="who_login_name").input("Dana")
-    at.text_input(key="who_password").input("wrong secret")
-    at.button(key="who_start").click().run()
-    assert any("wrong password" in e.value for e in at.error) and "annotator" not in at.session_state
-    at.text_input(key="who_password").input("long secret")
-    at.button(key="who_start").click().run()
-    assert at.session_state["annotator"] == "Dana"
+    at = page(LABEL)  # the sign-in form of every page (issue 10: it was the Label page's own)
+    at.text_input(key="auth_name").input("Dana")
+    at.text_input(key="auth_password").input("wrong secret")
+    next(b for b in at.button if b.label == "Sign in").click().run()
+    assert any("wrong password" in e.value for e in at.error) and "auth_account" not in at.session_state
+    at.text_input(key="auth_name").input("Dana")  # the form empties itself after each try
+    at.text_input(key="auth_password").input("long secret")
+    next(b for b in at.button if b.label == "Sign in").click().run()
+    assert at.session_state["auth_account"] == "Dana" and at.title[0].value == "Label clips"
 
 
 def test_the_dataset_page_packs_the_dataset_as_a_zip(sample):
@@ -308,6 +309,8 @@ def test_only_the_complexity_sliders_a_coach_moves_are_stored_as_theirs(sample):
     assert event["balance_demand"] in (0.95, 0.05)
     assert [event[c] for c in ("joints_engaged", "angular_sensitivity", "range_of_motion")] == [None] * 3
     assert store.coach_complexity(sample)[clip["id"]]["balance_demand"] == event["balance_demand"]
+    [shown] = [h for h in store.clip_history(sample, clip["id"]) if h["kind"] == "verdict"]
+    assert shown["complexity"] == {"balance_demand": event["balance_demand"]}  # the history shows it too
 
 
 def test_every_criterion_of_an_exercise_is_shown_and_judged_beyond_nine(sample):

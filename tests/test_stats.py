@@ -80,3 +80,19 @@ def test_the_cli_writes_old_and_new_keys(project, tmp_path):
     assert {"exercises", "per_class", "video_seconds", "clip_seconds", "resolutions", "fps", "person_share",
             "trimmed_share", "seconds_per_verdict", "labelled_frames"} <= result.keys()
     assert "24 in labelled clips" in proc.stdout
+
+
+def test_the_trimmed_share_follows_the_coaches_removals_and_their_undo(data_dir):
+    from tests.test_provenance import fake_video
+
+    project = Project.open(data_dir)
+    fake_video(project, "va")  # 100 frames, 10 % trimmed (spans unknown: ingested before they were kept)
+    fake_video(project, "vb", frames=300, trimmed_share=0.0)
+    first = store.remove_span(project, "va", 50, 60, "lead")
+    store.remove_span(project, "va", 55, 70, "lead")  # overlapping: counted once
+    summary = store.trim_summary(project)
+    assert summary["per_video"]["va"] == {"automatic": 0.1, "current": 0.3, "frames": 100}
+    assert (summary["automatic"], summary["current"]) == (10 / 400, 30 / 400)
+    store.undo_trim_event(project, first["id"], "lead")
+    assert store.trim_summary(project)["per_video"]["va"]["current"] == 0.25
+    assert store.stats(project)["trimmed_share"]["overall"] == 25 / 400

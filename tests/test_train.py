@@ -363,7 +363,7 @@ def test_cli_refuses_bad_input_with_a_one_line_reason(data_dir, tmp_path, capsys
     assert not out.exists() and list((data_dir / "runs").iterdir()) == []
 
 
-# ---------------------------------------------------------------------------------------------- auto, calibration, criteria
+# ------------------------------------------------------------------------------ auto, calibration, criteria
 
 
 def test_auto_choice_and_calibration_depend_on_the_training_part_only(tmp_path):
@@ -381,7 +381,7 @@ def test_auto_choice_and_calibration_depend_on_the_training_part_only(tmp_path):
     auto = summary["auto"]
     assert auto["picked"] in AUTO_MODELS and set(auto["inner_macro_f1"]) == set(AUTO_MODELS)
     assert auto["inner_clips"] == len(train_idx)  # every inner prediction is of a training-part clip
-    assert auto["calibration"] in auto["calibration_log_loss"]
+    assert auto["calibration"] in auto["calibration_scores"]
     # The held-out clips' labels turned around: the choice, the inner scores and the model stay the same.
     flipped = clips.subset(np.arange(len(clips)))
     flipped.labels = clips.labels.copy()
@@ -398,7 +398,7 @@ def test_a_calibrated_run_reports_ece_before_and_after_and_saves_the_map(tmp_pat
     metrics = train_run(project, RunConfig(model="baseline", calibration="auto"))
     assert metrics["picked"] == "baseline" and metrics["calibration"] in ("none", "temperature", "platt", "isotonic")
     assert 0 <= metrics["ece_uncalibrated"] <= 1 and 0 <= metrics["ece"] <= 1
-    assert all(f["picked"] == "baseline" and "calibration_log_loss" in f for f in metrics["auto"]["folds"])
+    assert all(f["picked"] == "baseline" and "calibration_scores" in f for f in metrics["auto"]["folds"])
     # The saved final model and each fold model carry their calibration.
     calibration = runs.load_fitted(project, metrics["run_id"]).model.calibration
     assert (calibration.method if calibration else "none") == metrics["calibration"]

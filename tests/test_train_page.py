@@ -89,3 +89,19 @@ def test_a_failed_job_shows_its_reason(project):
     jobs.run_worker(project)
     assert "no-such-model" in store.get_job(project, job_id)["error"]
     assert runs.list_runs(project) == []
+
+
+@pytest.mark.slow
+def test_an_auto_run_shows_what_it_picked_its_calibration_and_per_criterion_faults(project):
+    sample_project(project)
+    metrics = train_run(project, RunConfig())  # the default: auto
+    at = open_page()
+    assert any(c.value.startswith(f"Final model: {metrics['picked']}") for c in at.caption)
+    ece = next(m for m in at.metric if m.label == "ECE")
+    assert ece.value == f"{metrics['ece']:.3f}"
+    tables = [d.value for d in at.dataframe]
+    criteria = next(t for t in tables if "n_scored" in t.columns)
+    # Keyed by exercise: the squat's depth and the push-up's depth are separate rows.
+    assert {"squat/depth", "push-up/depth"} <= set(criteria.index)
+    picks = next(t for t in tables if "picked" in t.columns)
+    assert list(picks.fold)[-1] == "final" and len(picks) == len(metrics["auto"]["folds"]) + 1

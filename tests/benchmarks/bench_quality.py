@@ -108,7 +108,8 @@ def evaluate_set(name: str, project, models: list[str], seeds: list[int]) -> dic
                 fitted, summary = fit_clips(clips, features, train, RunConfig(model=model, seed=seed), exercises)
                 p[test] = fitted.predict([features[i] for i in test], [clips.exercises[i] for i in test])
                 if "auto" in summary:
-                    out["models"][model]["picked"].append(f"{summary['auto']['picked']}+{summary['auto']['calibration']}")
+                    choice = summary["auto"]
+                    out["models"][model]["picked"].append(f"{choice['picked']}+{choice['calibration']}")
             metrics = evaluate(y, p, clips.exercises)
             entry = out["models"][model]
             entry["macro_f1"].append(metrics["macro_f1"])
