@@ -27,6 +27,7 @@ if counts["clips"] == 0:
         ui.require("admin")
         with st.spinner("Making synthetic clips..."):
             result = sample_project(project)
+        store.record_audit(project, ui.actor(), "sample project", "", {"clips": result.added})
         st.session_state["home_toast"] = f"Sample ready: {result.added} synthetic clips, {result.labelled} labelled"
         st.rerun()
     st.caption("The sample is synthetic: stick-figure squats, curls and push-ups with known faults, made on the "

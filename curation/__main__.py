@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _ingest(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     from curation.ingest import BadConfiguration
     from curation.pipeline import USER_ERRORS, PipelineOptions, ingest_source  # imports MediaPipe: only here
+    from curation import timeline
 
     try:
         options = PipelineOptions()  # reads FORMCHECK_ALLOWED_HOSTS
@@ -76,9 +77,11 @@ def _ingest(project: Project, args: argparse.Namespace) -> tuple[object, int]:
                 with jobs.temp_dir(scratch):
                     result = ingest_source(project, source, args.exercise, options=options, progress=progress,
                                            work_dir=scratch)
+                result.update(timeline.ingest_spans(project, result["video_id"]))
             except USER_ERRORS as exc:
                 result = {"source": source, "video_id": None, "frames": 0, "fps": None, "person_share": None,
-                          "trimmed_share": None, "clips": 0, "error": str(exc)}
+                          "trimmed_share": None, "clips": 0, "error": str(exc), "cuts": [], "removed": [],
+                          "flagged": [], "clip_bounds": []}
             print(file=sys.stderr)
             results.append(result)
             if result["error"]:

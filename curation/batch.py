@@ -20,6 +20,7 @@ import io
 import os
 import resource
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -116,7 +117,7 @@ def _task(source: str, key: str, exercise: str, options: PipelineOptions, data: 
           scratch_root: str | None) -> dict:
     """Body of one Ray task, run in a worker process: the compute stages in a scratch folder, the two files
     returned as bytes. A user-caused failure is returned as {"error": ...}, never raised."""
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _cpu_seconds()
     if scratch_root:
         Path(scratch_root).mkdir(parents=True, exist_ok=True)
     # "ingest-<pid>-": a folder left by a killed worker is swept like a killed single ingest's (jobs.sweep).
@@ -132,10 +133,16 @@ def _task(source: str, key: str, exercise: str, options: PipelineOptions, data: 
             return {"error": str(exc)}
         return {"video": p.video, "clips": p.clips, "removed": p.removed,
                 "video_bytes": p.video_file.read_bytes(), "pose_bytes": p.pose_file.read_bytes(),
-                "seconds": time.perf_counter() - started,
+                "seconds": time.perf_counter() - started, "cpu_seconds": _cpu_seconds() - cpu_before,
                 "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (ffmpeg): a task's cost whatever else the machine runs."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _start_ray(address: str | None, workers: int | None) -> bool:
@@ -148,17 +155,31 @@ def _start_ray(address: str | None, workers: int | None) -> bool:
         return False
     try:
         if address:
+            _check_reachable(address)
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         else:
-            # "local": a new Ray on this machine, never a cluster found through RAY_ADDRESS.
-            # Its session files outside a job's temp folder (TMPDIR in a job): socket paths must stay short.
+            # "local": a new Ray on this machine, never a cluster found through RAY_ADDRESS; on the loopback
+            # address only, so nothing of it is reachable from the network. Its session files outside a job's
+            # temp folder (TMPDIR in a job): socket paths must stay short.
             ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
                      object_store_memory=LOCAL_OBJECT_STORE, logging_level="WARNING", log_to_driver=False,
-                     _temp_dir=os.environ.get("RAY_TMPDIR", "/tmp/ray"))
+                     _node_ip_address="127.0.0.1", _temp_dir=os.environ.get("RAY_TMPDIR", "/tmp/ray"))
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ClusterUnavailable(f"cannot join the Ray cluster at {address or 'this machine'}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a HOST:PORT where nothing answers (Ray itself would wait minutes for it)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterUnavailable(f"nothing answers at {address} ({exc.strerror or type(exc).__name__}): is "
+                                 f"`ray start --head` running there, and the port open?") from None
 
 
 def _describe(exc: BaseException) -> str:
@@ -248,9 +269,10 @@ def _run_tasks(project: Project, rows: list[Row], todo: dict[str, list[int]], re
                     key, indices = waiting.pop(0)
                     try:
                         running[_submit(task, rows[indices[0]], key, options, scratch_root)] = key
-                    except OSError as exc:  # the file went away or became unreadable since it was hashed
+                    except (OSError, UnsupportedSource) as exc:  # too big, or gone since it was hashed
+                        reason = str(exc) if isinstance(exc, UnsupportedSource) else f"cannot read the file: {exc}"
                         for i in indices:
-                            results[i] = _error(rows[i], f"cannot read the file: {exc.strerror or exc}")
+                            results[i] = _error(rows[i], reason)
                         finished, failed = finished + 1, failed + 1
                 if not running:
                     continue
@@ -274,10 +296,14 @@ def _run_tasks(project: Project, rows: list[Row], todo: dict[str, list[int]], re
 
 
 def _submit(task, row: Row, key: str, options: PipelineOptions, scratch_root: str | None):
-    """Start one row's task; a local file goes with it as bytes (read here, at submission, to bound memory)."""
+    """Start one row's task; a local file goes with it as bytes (read here, at submission, so only the files of
+    the tasks in flight are held). Raises OSError, UnsupportedSource (over the size limit)."""
     if is_url(row.source):
         return task.remote(row.source, key, row.exercise, options, None, None, scratch_root)
-    data = Path(row.source).expanduser().read_bytes()
+    path = Path(row.source).expanduser()
+    if path.stat().st_size > options.ingest.max_bytes:  # refused here rather than after a trip to a worker
+        raise UnsupportedSource(f"the file is over the limit of {options.ingest.max_bytes / 2**20:.0f} MB")
+    data = path.read_bytes()
     return task.remote(row.source, key, row.exercise, options, data, clean_text(Path(row.source).stem),
                        scratch_root)
 
@@ -295,8 +321,8 @@ def _finish(project: Project, ray, ref, rows: list[Row], indices: list[int], res
             results[i] = _error(rows[i], out["error"])
         return False
     if stats is not None:
-        stats.setdefault("tasks", []).append({"seconds": out["seconds"], "peak_rss": out["peak_rss"],
-                                              "frames": out["video"]["frames"]})
+        stats.setdefault("tasks", []).append({"seconds": out["seconds"], "cpu_seconds": out["cpu_seconds"],
+                                              "peak_rss": out["peak_rss"], "frames": out["video"]["frames"]})
     video_file, pose_file = scratch / "video.mp4", scratch / "pose.npz"
     video_file.write_bytes(out["video_bytes"])
     pose_file.write_bytes(out["pose_bytes"])

@@ -488,6 +488,7 @@ def set_clip_bounds(project: Project, clip: dict, start: int, end: int, annotato
     return {**moved, **recompute_complexity(project, [clip["id"]])[clip["id"]]}
 
 
+@store.memoised  # the Dataset page's table, rebuilt on every rerun otherwise
 def clip_overview(project: Project) -> list[dict]:
     """One row per active clip for the Dataset page: where it comes from, its label state and complexity
     (automatic, and the coaches' median: coach_complexity), and second_look (labels made on other frames)."""
@@ -517,6 +518,7 @@ def clip_overview(project: Project) -> list[dict]:
             "coaches": ", ".join(sorted(coaches.get(clip["id"], []))),
             "complexity": clip["complexity"],
             "coach_complexity": coach_values.get(clip["id"], {}).get("complexity"),
+            "view": clip.get("view"),  # camera view (curation.view), None when not estimated
             "second_look": clip["id"] in looks,
         })
     return rows

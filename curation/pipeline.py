@@ -20,6 +20,7 @@ from curation.project import Project
 from curation.segment import SegmentOptions, segment_repetitions
 from curation.trim import TrimOptions, find_movement
 from curation.video import BadVideo, NormaliseOptions, normalise_video
+from curation.view import estimate_view
 
 Progress = Callable[[float, str], None]
 
@@ -143,6 +144,8 @@ class Processed:
     removed: list[tuple[int, int, str]]  # spans the trim removed (start, end, reason)
     video_file: Path  # the normalised video and the pose track, in the caller's scratch folder
     pose_file: Path
+    cuts: list[int] = field(default_factory=list)  # first frames of new shots (hard camera cuts)
+    flagged: list[tuple[int, int, str]] = field(default_factory=list)  # spans kept but marked (start, end, reason)
 
 
 def process_source(source: str, key: str, exercise: str | None, options: PipelineOptions, scratch: Path,
@@ -187,8 +190,12 @@ def process_source(source: str, key: str, exercise: str | None, options: Pipelin
     save_track(track, scratch / "pose.npz")
     report(0.9, "finding repetitions")
     aspect = info.width / info.height
-    trim = find_movement(track.landmarks, track.fps, motion=track.motion, options=options.trim, aspect=aspect)
-    bounds = segment_repetitions(track.landmarks, track.fps, trim.spans, options=options.segment, aspect=aspect)
+    # Each shot on its own: no span, smoothing or clip crosses a camera cut.
+    cuts = [int(c) for c in track.cuts]
+    trim = find_movement(track.landmarks, track.fps, motion=track.motion, options=options.trim, aspect=aspect,
+                         cuts=cuts)
+    bounds = segment_repetitions(track.landmarks, track.fps, trim.spans, options=options.segment, aspect=aspect,
+                                 cuts=cuts)
     if not bounds:
         raise NoMovement("no movement long enough for a clip was found (the athlete stays still or out of view)")
     clips = []
@@ -203,6 +210,7 @@ def process_source(source: str, key: str, exercise: str | None, options: Pipelin
             "method": b.method,
             "group_name": video_id,
             "source": source,
+            "view": estimate_view(track.landmarks[b.start:b.end], aspect),
             **complexity_row(track.landmarks[b.start:b.end], track.fps, aspect),
         })
     video = {
@@ -228,7 +236,8 @@ def process_source(source: str, key: str, exercise: str | None, options: Pipelin
         "trimmed_share": float(trim.trimmed_share),
         "group_name": video_id,
     }
-    return Processed(source, key, video, clips, list(trim.removed), scratch / "video.mp4", scratch / "pose.npz")
+    return Processed(source, key, video, clips, list(trim.removed), scratch / "video.mp4", scratch / "pose.npz",
+                     cuts=cuts)
 
 
 def store_result(project: Project, processed: Processed) -> dict:
@@ -242,7 +251,8 @@ def store_result(project: Project, processed: Processed) -> dict:
     try:
         os.replace(processed.video_file, video_path)
         os.replace(processed.pose_file, pose_path)
-        store.add_video(project, video, processed.clips, removed=processed.removed)
+        store.add_video(project, video, processed.clips, removed=processed.removed, cuts=processed.cuts,
+                        flagged=processed.flagged)
         done = True
         return _result(processed.source, video, len(processed.clips), existing=False)
     finally:

@@ -8,6 +8,7 @@ import numpy as np
 from scipy.signal import find_peaks
 
 from curation.kinematics import joint_angles, moving_average
+from curation.shots import split_at_cuts
 
 REPETITION = "repetition"
 WINDOW = "window"
@@ -176,6 +177,7 @@ def segment_repetitions(
     spans: list[tuple[int, int]],
     options: SegmentOptions = SegmentOptions(),
     aspect: float = 1.0,
+    cuts: list[int] | np.ndarray = (),
 ) -> list[ClipBounds]:
     """Clips of one repetition each within the movement spans, or fixed windows where no repetition shows.
 
@@ -186,7 +188,8 @@ def segment_repetitions(
     movement and at most one peak is one clip; a longer span with one peak gives one clip around it; a span
     whose angles barely move (a hold: below min_angle_range), or a long one without any peak, is cut into
     overlapping windows. Clips shorter than min_rep_seconds are dropped. Every clip lies within its span;
-    repetition clips do not overlap.
+    repetition clips do not overlap. Spans are first split at `cuts` (first frames of new shots), so no clip
+    crosses a camera cut.
     """
     min_len = max(1, int(round(options.min_rep_seconds * fps)))
     max_len = int(round(options.max_rep_seconds * fps))
@@ -194,7 +197,7 @@ def segment_repetitions(
     step = max(1, int(round(window * (1 - options.window_overlap))))
     angles = joint_angles(landmarks, aspect)
     clips: list[ClipBounds] = []
-    for start, end in spans:
+    for start, end in split_at_cuts(spans, [int(c) for c in cuts]):
         start, end = max(0, int(start)), min(int(end), angles.shape[0])
         if end - start < min_len:
             continue

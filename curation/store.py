@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -43,13 +44,15 @@ def connect(project: Project) -> Iterator[sqlite_utils.Database]:
     conn = sqlite3.connect(project.db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash loses no committed transaction's integrity
         db = sqlite_utils.Database(conn)
         key = str(project.db_path)
         if key not in _migrated:
             with _migrate_lock:
+                # WAL is a property of the file, kept by every later connection: set once per process (setting it
+                # costs milliseconds per connection, and a page opens dozens).
+                conn.execute("PRAGMA journal_mode = WAL")
                 migrate(db)
                 _migrated.add(key)
         yield db
@@ -82,6 +85,52 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+# ---------------------------------------------------------------- project-wide reads, kept until a write
+
+_MEMO_ENTRIES = 64  # (project, function) pairs kept; a process serves one project, tests make many
+_memos: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
+
+
+def _version(project: Project) -> tuple[int, int]:
+    """What changes with every write the memoised reads depend on: the change counter (bumped by triggers on
+    their tables, whichever process writes) and the database file (a project made anew at the same path)."""
+    with connect(project) as db:
+        n = db.conn.execute("SELECT n FROM change_counter").fetchone()[0]
+    return project.db_path.stat().st_ino, n
+
+
+def _fresh(value: Any) -> Any:
+    """A copy the caller may change without changing the kept result: rows (dicts) copied, nested values shared."""
+    if isinstance(value, list):
+        return [dict(v) if isinstance(v, dict) else v for v in value]
+    if isinstance(value, dict):
+        return {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+    return value
+
+
+def memoised(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Keep the result of fn(project), a read over the whole project (every label, every clip), until a write
+    changes the tables behind it (m009's change_counter): pages call these on every rerun and at 100,000 clips
+    each takes a second. Calls with further arguments (one clip, one exercise) are not kept. For reads of the
+    tables in _VERSIONED_TABLES only (and of what never changes)."""
+
+    @functools.wraps(fn)
+    def wrapper(project: Project, *args: Any, **kwargs: Any) -> Any:
+        if args or any(v is not None for v in kwargs.values()):
+            return fn(project, *args, **kwargs)
+        key = (str(project.db_path), fn.__name__)
+        version = _version(project)  # read first: a write during fn leaves a result older than its version
+        kept = _memos.get(key)
+        if kept is None or kept[0] != version:
+            if len(_memos) >= _MEMO_ENTRIES:
+                _memos.clear()
+            kept = (version, fn(project))
+            _memos[key] = kept
+        return _fresh(kept[1])
+
+    return wrapper
 
 
 # ---------------------------------------------------------------- migrations
@@ -432,6 +481,100 @@ def m008_runs(conn: sqlite3.Connection) -> None:
     )
 
 
+# Tables whose writes change what the memoised project-wide reads return (see memoised).
+_VERSIONED_TABLES = ("clips", "label_events", "clip_edits", "clip_parents", "exclusions", "videos", "video_events",
+                     "trim_spans", "trim_events")
+
+
+@migration
+def m009_indexes(conn: sqlite3.Connection) -> None:
+    """Indexes and derived tables that keep the Label page's reads fast at 100,000 clips (issue 13).
+
+    clip_queue holds per clip what next_clip orders by (how many coaches labelled it on its present frames,
+    video order), kept by triggers so that every writer (page, worker, CLI, restore) keeps it true: the next
+    clip is the first row of an index instead of a count over every label event and a sort of every clip.
+    change_counter is bumped by every write to the tables the project-wide aggregates read (memoised), so
+    that they are recomputed only when something changed, whichever process wrote.
+    """
+    _script(
+        conn,
+        """
+        CREATE INDEX clips_order ON clips(video_id, start_frame, id);
+        CREATE TABLE clip_queue (                      -- derived from clips and label_events (triggers below)
+            clip_id TEXT PRIMARY KEY,
+            active INTEGER NOT NULL,                   -- clips.active as 0 or 1
+            exercise TEXT NOT NULL,
+            coaches INTEGER NOT NULL,                  -- see _coaches_of
+            video_id TEXT,
+            start_frame INTEGER NOT NULL
+        );
+        CREATE INDEX clip_queue_order ON clip_queue(active, coaches, video_id, start_frame, clip_id);
+        CREATE INDEX clip_queue_exercise ON clip_queue(active, exercise, coaches, video_id, start_frame, clip_id);
+        CREATE TABLE change_counter (n INTEGER NOT NULL);
+        INSERT INTO change_counter VALUES (0)
+        """,
+    )
+    conn.execute(f"INSERT INTO clip_queue SELECT {_queue_row('c')} FROM clips c")
+    # Trigger bodies hold several statements: made one by one (_script splits on semicolons and newlines).
+    refresh = "UPDATE clip_queue SET coaches = {} WHERE clip_id = {}.clip_id;"
+    triggers = {
+        "clip_queue_clip_insert": f"AFTER INSERT ON clips BEGIN INSERT OR REPLACE INTO clip_queue SELECT "
+                                  f"{_queue_row('NEW')}; END",
+        "clip_queue_clip_update": "AFTER UPDATE OF id, active, exercise, start_frame, end_frame, video_id ON clips "
+                                  "BEGIN DELETE FROM clip_queue WHERE clip_id = OLD.id; "
+                                  f"INSERT OR REPLACE INTO clip_queue SELECT {_queue_row('NEW')}; END",
+        "clip_queue_clip_delete": "AFTER DELETE ON clips BEGIN DELETE FROM clip_queue WHERE clip_id = OLD.id; END",
+    }
+    for table in ("label_events", "clip_edits"):  # an edit after a pre-m003 label stops it counting (_on_frames)
+        for when, rows in (("INSERT", ("NEW",)), ("DELETE", ("OLD",)), ("UPDATE", ("OLD", "NEW"))):
+            body = " ".join(refresh.format(_coaches_of(f"{r}.clip_id"), r) for r in rows)
+            triggers[f"clip_queue_{table}_{when.lower()}"] = f"AFTER {when} ON {table} BEGIN {body} END"
+    for table in _VERSIONED_TABLES:
+        for when in ("INSERT", "UPDATE", "DELETE"):
+            triggers[f"change_counter_{table}_{when.lower()}"] = (f"AFTER {when} ON {table} BEGIN "
+                                                                  "UPDATE change_counter SET n = n + 1; END")
+    for name, body in triggers.items():
+        conn.execute(f"CREATE TRIGGER {name} {body}")
+
+
+def _coaches_of(clip: str) -> str:
+    """SQL: how many coaches gave clip `clip` a correct or incorrect verdict on its present frames (next_clip
+    hands out the clips fewer coaches labelled first; undone verdicts count there, as they always have)."""
+    return (f"(SELECT count(DISTINCT e.annotator) FROM label_events e JOIN clips j ON j.id = e.clip_id "
+            f"WHERE e.clip_id = {clip} AND e.kind = 'verdict' AND e.verdict != 'skip' AND {_on_frames('e', 'j')})")
+
+
+def _queue_row(c: str) -> str:
+    """SQL: the clip_queue row (its columns in order) of clip row `c`."""
+    return (f"{c}.id, CASE WHEN {c}.active THEN 1 ELSE 0 END, {c}.exercise, {_coaches_of(c + '.id')}, {c}.video_id, "
+            f"{c}.start_frame")
+
+
+@migration
+def m010_shots(conn: sqlite3.Connection) -> None:
+    """Camera cuts, flagged spans and camera views (issue 15)."""
+    _script(
+        conn,
+        """
+        CREATE TABLE shot_cuts (                       -- first frame of each shot after a hard camera cut
+            video_id TEXT NOT NULL REFERENCES videos(id),
+            frame INTEGER NOT NULL,
+            PRIMARY KEY (video_id, frame)
+        );
+        CREATE TABLE flagged_spans (                   -- spans kept in the dataset but marked (several people,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,      -- a replay): the ingest's own, not a coach's
+            video_id TEXT NOT NULL REFERENCES videos(id),
+            start_frame INTEGER NOT NULL,
+            end_frame INTEGER NOT NULL,                -- exclusive
+            reason TEXT NOT NULL
+        );
+        CREATE INDEX flagged_spans_video ON flagged_spans(video_id, start_frame);
+        -- front / side / oblique, estimated from the clip's pose (curation.view); NULL: not estimated
+        ALTER TABLE clips ADD COLUMN view TEXT
+        """,
+    )
+
+
 def _script(conn: sqlite3.Connection, sql: str) -> None:
     """Run several statements inside the open transaction (executescript would commit it first)."""
     for statement in sql.split(";\n"):
@@ -560,9 +703,10 @@ def find_video(project: Project, source_key: str) -> dict | None:
 
 
 def add_video(project: Project, video: dict, clips: list[dict],
-              removed: list[tuple[int, int, str]] = ()) -> None:
-    """Insert a video, all its clips and the spans the trim removed (start, end, reason) in one transaction:
-    a killed worker leaves either all or nothing."""
+              removed: list[tuple[int, int, str]] = (), cuts: list[int] = (),
+              flagged: list[tuple[int, int, str]] = ()) -> None:
+    """Insert a video, all its clips, the spans the trim removed and flagged (start, end, reason) and its shot
+    cuts (first frames of new shots) in one transaction: a killed worker leaves either all or nothing."""
     stamp = now()
     with connect(project) as db, transaction(db) as conn:
         if video.get("exercise"):
@@ -571,6 +715,9 @@ def add_video(project: Project, video: dict, clips: list[dict],
         _insert(conn, "clips", [{**clip, "created_at": stamp} for clip in clips])
         _insert(conn, "trim_spans", [{"video_id": video["id"], "start_frame": int(a), "end_frame": int(b),
                                       "reason": why} for a, b, why in removed])
+        _insert(conn, "shot_cuts", [{"video_id": video["id"], "frame": int(f)} for f in sorted(set(cuts))])
+        _insert(conn, "flagged_spans", [{"video_id": video["id"], "start_frame": int(a), "end_frame": int(b),
+                                         "reason": why} for a, b, why in flagged])
 
 
 def add_clips(project: Project, clips: list[dict], events: list[dict],
@@ -623,6 +770,7 @@ def get_video(project: Project, video_id: str) -> dict | None:
     return rows[0] if rows else None
 
 
+@memoised
 def list_clips(project: Project, exercise: str | None = None, video_id: str | None = None,
                include_excluded: bool = False) -> list[dict]:
     """Active clips in a stable order (video, start frame), optionally filtered. Excluded clips (by themselves
@@ -731,6 +879,7 @@ _CURRENT_SQL = f"""
 """
 
 
+@memoised
 def current_labels(project: Project) -> list[dict]:
     """Each annotator's current label per clip: their latest correct/incorrect verdict not undone, among those
     made on the clip's present frames and exercise (see second_looks for the others)."""
@@ -752,6 +901,7 @@ def clips_labelled_since(project: Project, since: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+@memoised
 def adjudications(project: Project) -> dict[str, dict]:
     """Per clip, the latest adjudication event not undone, made on the clip's present frames (a lead coach's
     final word)."""
@@ -765,6 +915,7 @@ def adjudications(project: Project) -> dict[str, dict]:
     return {r["clip_id"]: {**r, "criteria": json.loads(r["criteria"])} for r in rows}
 
 
+@memoised
 def consensus_labels(project: Project) -> dict[str, dict]:
     """Per clip: the adjudicated label if a lead set one, else the annotators' majority (None on a tie).
 
@@ -848,19 +999,28 @@ _JUDGED_BY_ME = f"""
     WHERE e.annotator = :me AND e.kind = 'verdict' AND e.{_NOT_UNDONE} AND {_on_frames("e", "j")}
 """
 
+# The clips next_clip may hand out, in its order (clip_queue's index: no count or sort over the whole project).
+# {exercise}: "" or a filter on :exercise; {held}: "NOT" for the clips no other coach holds now, "" for the others.
 _QUEUE_SQL = f"""
-    SELECT c.*, coalesce(n.coaches, 0) AS coaches FROM clips c
-    LEFT JOIN (SELECT e.clip_id, count(DISTINCT e.annotator) AS coaches FROM label_events e
-               JOIN clips j ON j.id = e.clip_id
-               WHERE e.kind = 'verdict' AND e.verdict != 'skip' AND {_on_frames("e", "j")}
-               GROUP BY e.clip_id) n ON n.clip_id = c.id
-    WHERE c.active AND (:exercise IS NULL OR c.exercise = :exercise)
-      AND c.id NOT IN (SELECT clip_id FROM excluded_clips)
-      AND c.id NOT IN ({_JUDGED_BY_ME})
-    ORDER BY c.id IN (SELECT clip_id FROM claims WHERE annotator != :me AND expires_at >= :now),
-             coaches, c.video_id, c.start_frame, c.id
+    SELECT c.*, q.coaches FROM clip_queue q CROSS JOIN clips c ON c.id = q.clip_id
+    WHERE q.active = 1 {{exercise}}
+      AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips)
+      AND q.clip_id NOT IN ({_JUDGED_BY_ME})
+      AND q.clip_id {{held}} IN (SELECT clip_id FROM claims WHERE annotator != :me AND expires_at >= :now)
+    ORDER BY q.coaches, q.video_id, q.start_frame, q.clip_id
     LIMIT :limit
 """
+
+
+def _queue(conn: sqlite3.Connection, annotator: str, exercise: str | None, stamp: float, limit: int) -> list[dict]:
+    """The first `limit` clips of this coach's queue: clips no other coach holds first, then clips fewer coaches
+    labelled, then video order (see next_clip)."""
+    params = {"exercise": exercise, "me": annotator, "now": stamp, "limit": limit}
+    only = "" if exercise is None else "AND q.exercise = :exercise"  # the planner then uses clip_queue_exercise
+    rows = _rows(conn, _QUEUE_SQL.format(exercise=only, held="NOT"), params)
+    if len(rows) < limit:
+        rows += _rows(conn, _QUEUE_SQL.format(exercise=only, held=""), {**params, "limit": limit - len(rows)})
+    return rows
 
 
 def next_clip(project: Project, annotator: str, exercise: str | None = None,
@@ -876,7 +1036,7 @@ def next_clip(project: Project, annotator: str, exercise: str | None = None,
     stamp = datetime.now(timezone.utc).timestamp()
     with connect(project) as db, transaction(db) as conn:
         conn.execute("DELETE FROM claims WHERE annotator = ? OR expires_at < ?", (annotator, stamp))
-        rows = _rows(conn, _QUEUE_SQL, {"exercise": exercise, "me": annotator, "now": stamp, "limit": 1})
+        rows = _queue(conn, annotator, exercise, stamp, 1)
         if not rows:
             return None
         conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (rows[0]["id"], annotator, stamp + claim_seconds))
@@ -918,7 +1078,7 @@ def upcoming_clips(project: Project, annotator: str, exercise: str | None = None
     """The clips next_clip would hand out after `current`, without claiming them (to prepare them ahead)."""
     stamp = datetime.now(timezone.utc).timestamp()
     with connect(project) as db:
-        rows = _rows(db.conn, _QUEUE_SQL, {"exercise": exercise, "me": annotator, "now": stamp, "limit": limit + 1})
+        rows = _queue(db.conn, annotator, exercise, stamp, limit + 1)
     return [r for r in rows if r["id"] != current][:limit]
 
 
@@ -930,7 +1090,9 @@ def release_claims(project: Project, annotator: str) -> None:
 def clip_exercises(project: Project) -> list[str]:
     """The exercises that have active clips."""
     with connect(project) as db:
-        return [r[0] for r in db.conn.execute("SELECT DISTINCT exercise FROM clips WHERE active ORDER BY exercise")]
+        # One index probe per exercise of the catalogue (every clip's exercise is one: a foreign key).
+        return [r[0] for r in db.conn.execute("SELECT name FROM exercises e WHERE EXISTS (SELECT 1 FROM clip_queue q "
+                                              "WHERE q.active = 1 AND q.exercise = e.name) ORDER BY name")]
 
 
 def get_clip(project: Project, clip_id: str) -> dict | None:
@@ -942,14 +1104,21 @@ def get_clip(project: Project, clip_id: str) -> dict | None:
 def progress_of(project: Project, annotator: str, exercise: str | None = None) -> dict:
     """How many active clips there are (excluded ones left out), and how many this coach has judged (a verdict
     or a skip) on their present frames."""
+    # Counted from the small sets (inactive clips, excluded clips, this coach's verdicts) and the table's stored
+    # row count, not by a pass over every clip (one exercise: a pass over its index range).
+    only = "" if exercise is None else " AND q.exercise = :exercise"
+    active = ("SELECT (SELECT count(*) FROM clip_queue) - (SELECT count(*) FROM clip_queue WHERE active = 0)"
+              if exercise is None else "SELECT count(*) FROM clip_queue q WHERE q.active = 1 AND q.exercise = :exercise")
     with connect(project) as db:
-        total, mine = db.conn.execute(
-            f"SELECT count(*), sum(c.id IN ({_JUDGED_BY_ME})) FROM clips c "
-            "WHERE c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips) "
-            "AND (:exercise IS NULL OR c.exercise = :exercise)",
+        total, excluded, mine = db.conn.execute(
+            f"SELECT ({active}), "
+            "(SELECT count(*) FROM excluded_clips x CROSS JOIN clip_queue q ON q.clip_id = x.clip_id "
+            f"WHERE q.active = 1{only}), "
+            f"(SELECT count(*) FROM (SELECT DISTINCT clip_id FROM ({_JUDGED_BY_ME})) m CROSS JOIN clip_queue q "
+            f"ON q.clip_id = m.clip_id WHERE q.active = 1{only} AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips))",
             {"me": annotator, "exercise": exercise},
         ).fetchone()
-    return {"clips": total, "judged": mine or 0}
+    return {"clips": total - excluded, "judged": mine}
 
 
 # ---------------------------------------------------------------- clip boundaries
@@ -1040,6 +1209,7 @@ def merge_clips(project: Project, first_id: str, second_id: str, annotator: str)
 # ---------------------------------------------------------------- counts
 
 
+@memoised
 def stats(project: Project) -> dict:
     """Counts of `python -m curation stats`: videos, clips, labelled, and per exercise clips and labelled;
     excluded clips are counted apart (excluded), not in the others."""
@@ -1366,6 +1536,7 @@ _LIVE_SQL = f"""
 """
 
 
+@memoised
 def second_looks(project: Project, clip_ids: list[str] | None = None) -> dict[str, list[dict]]:
     """Active, not excluded clips (of clip_ids, when given: the Label page asks for the clip on screen) whose
     labels need a second look: per clip the labels that stopped counting.
@@ -1447,6 +1618,7 @@ def clip_history(project: Project, clip_id: str) -> list[dict]:
     return sorted(rows, key=lambda r: r["created_at"])
 
 
+@memoised
 def coach_complexity(project: Project, clip_ids: list[str] | None = None) -> dict[str, dict]:
     """Per clip the coaches' complexity: for each component the median over coaches of their current value (a
     coach's latest value set on the clip's present frames, not undone), `complexity` the mean of the medians
@@ -2159,3 +2331,20 @@ def run_promotions(project: Project) -> list[dict]:
     """Every promotion event, oldest first (id, run_id or None for a withdrawal, annotator, note, created_at)."""
     with connect(project) as db:
         return _rows(db.conn, "SELECT id, run_id, annotator, note, created_at FROM run_promotions ORDER BY id")
+
+
+# ---------------------------------------------------------------- shot cuts, flagged spans, camera views (m010)
+
+
+def shot_cuts(project: Project, video_id: str) -> list[int]:
+    """First frames of the video's shots after its hard camera cuts, in order."""
+    with connect(project) as db:
+        return [r[0] for r in db.conn.execute(
+            "SELECT frame FROM shot_cuts WHERE video_id = ? ORDER BY frame", (video_id,))]
+
+
+def flagged_spans(project: Project, video_id: str) -> list[dict]:
+    """Spans the ingest kept but marked (start_frame, end_frame, reason), in frame order."""
+    with connect(project) as db:
+        return _rows(db.conn, "SELECT start_frame, end_frame, reason FROM flagged_spans WHERE video_id = ? "
+                              "ORDER BY start_frame, end_frame", (video_id,))

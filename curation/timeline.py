@@ -7,10 +7,13 @@ from curation.kinematics import complexity_row
 from curation.pose import load_track
 from curation.project import Project
 from curation.segment import WINDOW, SegmentOptions, segment_repetitions
+from curation.shots import split_at_cuts
+from curation.view import estimate_view
 
 RESTORED = "restored"
 KEPT = "kept"
 REMOVED_BY_COACH = "removed by a coach"
+CUT = "camera cut"
 
 
 def video_timeline(project: Project, video_id: str) -> list[dict]:
@@ -19,7 +22,9 @@ def video_timeline(project: Project, video_id: str) -> list[dict]:
     kind "clip" for an active clip (kept by the trim, or restored by a coach: reason says which), "removed"
     for a span the trim cut (reason: no person, still, talking head) or a coach took out (REMOVED_BY_COACH).
     A span the trim cut and a coach restored shows as its clips. Frames inside a kept part but between
-    clips (the rest between repetitions) are not listed.
+    clips (the rest between repetitions) are not listed. kind "flagged" for a span the ingest kept but marked
+    (reason: several people, replay), kind "cut" for a hard camera cut (start_frame = end_frame = the first
+    frame of the new shot, reason CUT).
     """
     video = store.get_video(project, video_id)
     if video is None:
@@ -43,7 +48,24 @@ def video_timeline(project: Project, video_id: str) -> list[dict]:
                 rows.append({"start_frame": start, "end_frame": t, "kind": "removed", "clip_id": None,
                              "reason": marks[start]})
             start = t
+    rows += [{"start_frame": s["start_frame"], "end_frame": s["end_frame"], "kind": "flagged", "clip_id": None,
+              "reason": s["reason"]} for s in store.flagged_spans(project, video_id)]
+    rows += [{"start_frame": f, "end_frame": f, "kind": "cut", "clip_id": None, "reason": CUT}
+             for f in store.shot_cuts(project, video_id)]
     return sorted(rows, key=lambda r: (r["start_frame"], r["kind"]))
+
+
+def ingest_spans(project: Project, video_id: str) -> dict:
+    """What the ingest found in a video, as the ingest JSON gives it per source (design.md 4.2): `cuts` (first
+    frames of new shots), `removed` and `flagged` ([{start_frame, end_frame, reason}]) and `clip_bounds`
+    ([{start_frame, end_frame}] of the active clips). Frames end exclusive."""
+    return {
+        "cuts": store.shot_cuts(project, video_id),
+        "removed": store.removed_spans(project, video_id),
+        "flagged": store.flagged_spans(project, video_id),
+        "clip_bounds": [{"start_frame": c["start_frame"], "end_frame": c["end_frame"]}
+                        for c in store.list_clips(project, video_id=video_id, include_excluded=True)],
+    }
 
 
 def restore_span(project: Project, video_id: str, start: int, end: int, annotator: str,
@@ -61,14 +83,17 @@ def restore_span(project: Project, video_id: str, start: int, end: int, annotato
         raise store.StoreError("the span holds no frame")
     track = load_track(project.path(video["pose_path"]))
     aspect = video["width"] / video["height"] if video["height"] else 1.0
+    cuts = store.shot_cuts(project, video_id)
     bounds = [(b.start, b.end, b.method) for b in
-              segment_repetitions(track.landmarks, track.fps, [(start, end)], options=options, aspect=aspect)]
+              segment_repetitions(track.landmarks, track.fps, [(start, end)], options=options, aspect=aspect,
+                                  cuts=cuts)]
     exercise = next((c["exercise"] for c in store.list_clips(project, video_id=video_id)), video["exercise"])
     clips = [{
         "exercise": exercise or "unknown", "start_frame": int(a), "end_frame": int(b), "fps": float(video["fps"]),
         "method": method, "group_name": video["group_name"], "source": video["source"],
+        "view": estimate_view(track.landmarks[a:b], aspect),
         **complexity_row(track.landmarks[a:b], track.fps, aspect),
-    } for a, b, method in bounds or [(start, end, WINDOW)]]
+    } for a, b, method in bounds or [(a, b, WINDOW) for a, b in split_at_cuts([(start, end)], cuts)]]
     return store.restore_span(project, video_id, start, end, annotator, clips)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from curation.kinematics import ANGLES, BODY, body_scale, joint_angles, moving_average, time_derivative
 from curation.landmarks import INDEX
+from curation.shots import shots
 
 NO_PERSON = "no person"
 STILL = "still"
@@ -108,12 +109,15 @@ def find_movement(
     motion: np.ndarray | None = None,
     options: TrimOptions = TrimOptions(),
     aspect: float = 1.0,
+    cuts: list[int] | np.ndarray = (),
 ) -> TrimResult:
     """Split a video's frames into movement spans and removed spans (no person, still, talking head).
 
     landmarks: (T, 33, 4) with NaN rows where no person was found. motion: optional (T,) frame difference
     (0..1) from the video; a frozen picture vetoes pose movement, and motion without a pose never counts
-    (there is nobody to coach). aspect = width / height of the video.
+    (there is nobody to coach). aspect = width / height of the video. cuts: first frames of new shots
+    (curation.shots); each shot is trimmed on its own, so no span crosses a cut and no smoothing, bridging
+    or speed runs across one (the jump of the landmarks at a cut is not movement).
     """
     arr = np.asarray(landmarks, dtype=np.float64)
     n = arr.shape[0]
@@ -121,6 +125,16 @@ def find_movement(
         raise ValueError(f"motion has {len(motion)} frames, landmarks {n}")
     if n == 0:
         return TrimResult()
+    if len(cuts):
+        result = TrimResult()
+        for a, b in shots(n, [int(c) for c in cuts]):
+            # motion[a] is the change across the cut itself: not movement within the shot.
+            part = find_movement(arr[a:b], fps, None if motion is None else np.r_[0.0, motion[a + 1:b]],
+                                 options, aspect)
+            result.spans += [(s + a, e + a) for s, e in part.spans]
+            result.removed += [(s + a, e + a, why) for s, e, why in part.removed]
+        result.trimmed_share = float(sum(e - s for s, e, _ in result.removed) / n)
+        return result
     torso = arr[:, [INDEX[p] for p in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")], :2]
     person = np.isfinite(torso).all(axis=(1, 2))
     window = max(1, int(round(options.smooth_seconds * fps)))

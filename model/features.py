@@ -299,6 +299,7 @@ class ClipSet:
     groups: what a grouped split keeps together (athlete or source video; the clip itself when unknown).
     criteria: per clip the consensus criteria verdicts {criterion: "pass" | "fail"}.
     complexity: per clip the automatic complexity index in [0, 1], None when not measured.
+    views: per clip the camera view (curation.view: front, side, oblique), None when not estimated.
     """
 
     clip_ids: list[str]
@@ -310,6 +311,7 @@ class ClipSet:
     aspect: list[float]
     criteria: list[dict[str, str]] = field(default_factory=list)
     complexity: list[float | None] = field(default_factory=list)
+    views: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -326,6 +328,7 @@ class ClipSet:
             labels=np.asarray(self.labels, dtype=np.int64)[idx] if idx else np.zeros(0, dtype=np.int64),
             groups=pick(self.groups), fps=pick(self.fps), landmarks=pick(self.landmarks),
             aspect=pick(self.aspect), criteria=pick(self.criteria), complexity=pick(self.complexity),
+            views=pick(self.views),
         )
 
     def features(self, index: int) -> np.ndarray:
@@ -387,5 +390,6 @@ def load_clipset(project: Project, labelled_only: bool = True, group: str = "vid
         out.aspect.append(float(aspect))
         out.criteria.append(dict(entry.get("criteria") or {}))
         out.complexity.append(float(clip["complexity"]) if clip["complexity"] is not None else None)
+        out.views.append(clip.get("view"))
     out.labels = np.asarray(labels, dtype=np.int64)
     return out

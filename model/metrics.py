@@ -168,10 +168,19 @@ def plain(value):
     return value
 
 
+def _per_value(y: np.ndarray, pred: np.ndarray, keys: np.ndarray) -> dict[str, dict]:
+    """{key: {macro_f1, accuracy, n, n_incorrect}} over the clips of each value of keys (an exercise, a view)."""
+    return {k: {"macro_f1": _macro_f1(y[keys == k], pred[keys == k]),
+                "accuracy": float((pred[keys == k] == y[keys == k]).mean()),
+                "n": int(np.sum(keys == k)), "n_incorrect": int(np.sum(y[keys == k]))}
+            for k in sorted(set(keys.tolist()))}
+
+
 def evaluate(y_true: Sequence[int], p_incorrect: Sequence[float], exercises: Sequence[str],
              groups: Sequence | None = None, criteria: Sequence[dict] | None = None,
              complexity: Sequence[float | None] | None = None, threshold: float = 0.5,
-             criterion_p: dict[str, Sequence[float]] | None = None) -> dict:
+             criterion_p: dict[str, Sequence[float]] | None = None,
+             views: Sequence[str | None] | None = None) -> dict:
     """Evaluation of clip-level predictions as a JSON-ready dict of numbers (NaN -> None).
 
     y_true: 0 = correct, 1 = incorrect. p_incorrect: the model's probability of "incorrect"; a clip is
@@ -187,7 +196,9 @@ def evaluate(y_true: Sequence[int], p_incorrect: Sequence[float], exercises: Seq
     reliability (per bin: bin_lo, bin_hi, n, confidence, accuracy), confidence_bands (band, n, accuracy);
     with criteria, per_criterion {"exercise/criterion": {n, n_fail, n_pass, auc, f1, n_scored, auc_p_incorrect,
     fail_flagged, pass_flagged}} (see _per_criterion); with complexity,
-    f1_vs_complexity [{exercise, complexity, macro_f1, n}] sorted by complexity and complexity_f1_spearman.
+    f1_vs_complexity [{exercise, complexity, macro_f1, n}] sorted by complexity and complexity_f1_spearman;
+    with views (per clip the camera view or None), per_view {view: {macro_f1, accuracy, n, n_incorrect}} as
+    per_exercise ("unknown" for None).
     """
     y = np.asarray(y_true, dtype=np.int64)
     p = np.asarray(p_incorrect, dtype=np.float64)
@@ -201,7 +212,7 @@ def evaluate(y_true: Sequence[int], p_incorrect: Sequence[float], exercises: Seq
         raise ValueError("y_true must hold 0 (correct) and 1 (incorrect) only")
     if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
         raise ValueError("p_incorrect must be probabilities in [0, 1] (no NaN)")
-    for name, extra in (("groups", groups), ("criteria", criteria), ("complexity", complexity),
+    for name, extra in (("groups", groups), ("criteria", criteria), ("complexity", complexity), ("views", views),
                         *((f"criterion_p[{k!r}]", v) for k, v in (criterion_p or {}).items())):
         if extra is not None and len(extra) != n:
             raise ValueError(f"{name} has {len(extra)} entries for {n} clips")
@@ -224,16 +235,14 @@ def evaluate(y_true: Sequence[int], p_incorrect: Sequence[float], exercises: Seq
         "ece": ece,
         "confusion": [[int(np.sum((y == t) & (pred == q))) for q in (0, 1)] for t in (0, 1)],
         "confusion_labels": list(LABELS),
-        "per_exercise": {
-            e: {"macro_f1": _macro_f1(y[ex == e], pred[ex == e]), "accuracy": float(correct[ex == e].mean()),
-                "n": int(np.sum(ex == e)), "n_incorrect": int(np.sum(y[ex == e]))}
-            for e in sorted(set(ex.tolist()))
-        },
+        "per_exercise": _per_value(y, pred, ex),
         "reliability": reliability,
         "confidence_bands": _bands(correct, confidence),
     }
     if criteria is not None:
         result["per_criterion"] = _per_criterion(p, pred, ex, criteria, dict(criterion_p or {}), threshold)
+    if views is not None:
+        result["per_view"] = _per_value(y, pred, np.asarray([str(v) if v else "unknown" for v in views]))
     if complexity is not None:
         result["f1_vs_complexity"], result["complexity_f1_spearman"] = _f1_vs_complexity(y, pred, ex, complexity)
     return plain(result)

@@ -654,6 +654,7 @@ def train_run(project: Project, config: RunConfig = RunConfig(), progress: Progr
         metrics = evaluate(clips.labels[tested], p_out[tested], [clips.exercises[i] for i in tested],
                            groups=[clips.groups[i] for i in tested], criteria=[clips.criteria[i] for i in tested],
                            complexity=[clips.complexity[i] for i in tested],
+                           views=[clips.views[i] for i in tested] if clips.views else None,
                            criterion_p={key: p[tested] for key, p in heads.oof.items()})
         metrics["ece_uncalibrated"] = evaluate(clips.labels[tested], p_raw[tested],
                                                [clips.exercises[i] for i in tested])["ece"]

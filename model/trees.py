@@ -39,22 +39,27 @@ def pack_trees(trees: list[DecisionTreeClassifier]) -> dict[str, np.ndarray]:
 def tree_p(arrays: dict[str, np.ndarray], design: np.ndarray) -> np.ndarray:
     """Mean p(incorrect) over the trees for each row of design (N, D): sklearn's predict_proba[:, 1].
 
-    All trees and rows descend together, one level per step. Rows are compared in float32 as sklearn does.
+    All (tree, row) pairs descend together, one level per step; a pair that reached its leaf drops out of
+    the steps (trees are uneven: most pairs stop well above the deepest leaf). Rows are compared in float32
+    as sklearn does.
     """
     x = np.asarray(design, dtype=np.float32)
     n = x.shape[0]
     if n == 0:
         return np.zeros(0)
     left, right, feature, threshold = (arrays[k] for k in ("left", "right", "feature", "threshold"))
-    node = np.repeat(arrays["roots"].reshape(-1, 1), n, axis=1)  # (trees, N)
-    rows = np.arange(n)[None, :]
-    while True:
-        inner = left[node] >= 0
-        if not inner.any():
-            break
-        go_left = x[rows, feature[node]] <= threshold[node]
-        node = np.where(inner, np.where(go_left, left[node], right[node]), node)
-    return arrays["leaf_p"][node].mean(axis=0)
+    roots = arrays["roots"]
+    node = np.repeat(roots, n)  # pair (tree t, row r) at t * n + r
+    row = np.tile(np.arange(n), len(roots))
+    active = np.arange(node.size)
+    while active.size:
+        at = node[active]
+        child = left[at]
+        inner = child >= 0
+        active, at, child = active[inner], at[inner], child[inner]
+        go_left = x[row[active], feature[at]] <= threshold[at]
+        node[active] = np.where(go_left, child, right[at])
+    return arrays["leaf_p"][node].reshape(len(roots), n).mean(axis=0)
 
 
 class TreeEnsemble(Baseline):

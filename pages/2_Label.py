@@ -127,7 +127,8 @@ video = store.get_video(project, clip["video_id"]) if clip["video_id"] else None
 
 # ------------------------------------------------------------------ the clip
 st.caption(f"Clip {ui.md(clip['id'])} · {ui.md(clip['exercise'])} · frames {clip['start_frame']}-{clip['end_frame']} "
-           f"({(clip['end_frame'] - clip['start_frame']) / clip['fps']:.1f} s)")
+           f"({(clip['end_frame'] - clip['start_frame']) / clip['fps']:.1f} s)"
+           + (f" · {clip['view']} view" if clip.get("view") else ""))
 if video and video["title"]:
     st.text(f"From: {video['title']}")  # untrusted text: st.text renders neither HTML nor Markdown
 looks = store.second_looks(project, [clip["id"]]).get(clip["id"], [])

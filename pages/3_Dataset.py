@@ -36,7 +36,9 @@ with clips_tab:
         coach = f3.selectbox("Labelled by", ["(anyone)"] + [a["name"] for a in store.list_annotators(project)],
                              key="dataset_coach")
         only_disagreement = f4.checkbox("Only disagreements", key="dataset_disagreement")
-        g1, g2 = st.columns([3, 1])
+        g1, g2, g3 = st.columns([3, 1, 1])
+        views = g3.multiselect("Camera view", ["front", "side", "oblique", "unknown"], key="dataset_view",
+                               help="estimated per clip from the pose at ingest")
         lo, hi = g1.slider("Complexity index", 0.0, 1.0, (0.0, 1.0), 0.05, key="dataset_complexity")
         by = g2.radio("Complexity from", ["automatic", "coaches"], horizontal=True, key="dataset_complexity_by",
                       help="coaches: the median of the values coaches set on the Label page")
@@ -49,6 +51,8 @@ with clips_tab:
             view = view[view.coaches.str.split(", ").apply(lambda names: coach in names)]
         if only_disagreement:
             view = view[view.disagreement]
+        if views:
+            view = view[view["view"].fillna("unknown").isin(views)]
         if (lo, hi) != (0.0, 1.0):
             view = view[view["complexity" if by == "automatic" else "coach_complexity"].between(lo, hi)]
         st.caption(f"{len(view)} of {len(rows)} clips · click a column header to sort")
@@ -98,22 +102,28 @@ with clips_tab:
 
 # ------------------------------------------------------------------ videos
 REASON_COLOURS = {timeline.KEPT: "#2e7d32", timeline.RESTORED: "#66bb6a", "no person": "#9e9e9e",
-                  "still": "#f9a825", "talking head": "#8e24aa", timeline.REMOVED_BY_COACH: "#c62828"}
+                  "still": "#f9a825", "talking head": "#8e24aa", timeline.REMOVED_BY_COACH: "#c62828",
+                  "several people": "#0277bd", "replay": "#00838f"}
 
 
 def timeline_figure(parts: list[dict], fps: float) -> go.Figure:
-    """One row of kept clips and one of removed spans, in seconds, coloured by reason."""
+    """One row of kept clips, one of removed spans and one of flagged spans, in seconds, coloured by reason;
+    camera cuts as vertical lines."""
     fig = go.Figure()
-    for reason in dict.fromkeys(p["reason"] for p in parts):
-        mine = [p for p in parts if p["reason"] == reason]
-        fig.add_bar(y=["clips" if p["kind"] == "clip" else "removed" for p in mine],
+    spans = [p for p in parts if p["kind"] != "cut"]
+    for reason in dict.fromkeys(p["reason"] for p in spans):
+        mine = [p for p in spans if p["reason"] == reason]
+        fig.add_bar(y=["clips" if p["kind"] == "clip" else p["kind"] for p in mine],
                     x=[(p["end_frame"] - p["start_frame"]) / fps for p in mine],
                     base=[p["start_frame"] / fps for p in mine], orientation="h", name=reason,
                     marker_color=REASON_COLOURS.get(reason, "#607d8b"),
                     customdata=[[p["start_frame"], p["end_frame"], p["clip_id"] or ""] for p in mine],
                     hovertemplate="frames %{customdata[0]}-%{customdata[1]} %{customdata[2]}<extra>" + reason
                                   + "</extra>")
-    fig.update_layout(barmode="overlay", height=220, xaxis_title="seconds", margin={"t": 10, "b": 10})
+    for cut in (p for p in parts if p["kind"] == "cut"):
+        fig.add_vline(x=cut["start_frame"] / fps, line_dash="dot", line_color="#37474f")
+    fig.update_layout(barmode="overlay", height=220, xaxis_title="seconds (dotted: camera cuts)",
+                      margin={"t": 10, "b": 10})
     return fig
 
 

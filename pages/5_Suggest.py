@@ -1,4 +1,5 @@
-"""Suggest: the clips worth labelling next, the labels worth checking again, and a retrain button."""
+"""Suggest: the clips worth labelling next (scored by the chosen run, which a lead may promote), the labels worth
+checking again, a retrain button, and what active learning saves on this project (a background simulation)."""
 
 import numpy as np
 import pandas as pd

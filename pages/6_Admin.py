@@ -33,11 +33,14 @@ left, right = st.columns(2)
 with left, st.form("admin_user_form", clear_on_submit=True):
     st.markdown("**Add a user or change a role**")
     name = st.text_input("Name (with OIDC: the e-mail address)", key="admin_name")
-    role = st.selectbox("Role", accounts.ROLES, index=accounts.ROLES.index("coach"), key="admin_role")
+    KEEP = "(as now; coach if new)"
+    choice = st.selectbox("Role", [KEEP, *accounts.ROLES], key="admin_role")
     password = st.text_input("Password (password list only; empty keeps the current one)", type="password",
                              key="admin_password", disabled=path is None)
     if st.form_submit_button("Save", type="primary"):
         ui.require("admin")
+        current = {u["name"]: u["role"] for u in users}
+        role = choice if choice != KEEP else current.get(" ".join(name.split()), accounts.LIST_DEFAULT_ROLE)
         try:
             saved = accounts.add_user(project, name, role, ui.actor(), password or None, path)
             new_password = " with a new password" if password else ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ SHORT = ["kaiakol/squat/correct/squat_correct_003.mp4", "kaiakol/squat/correct/s
 def local_ray():
     """Ray on this machine for the in-process tests (never a remote cluster)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
 
@@ -159,6 +160,14 @@ def test_a_bad_manifest_or_cluster_is_one_line_and_exit_2(data_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "curation", "batch", str(manifest), "--data", str(data_dir)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    manifest.write_text(f"source,exercise\n{tmp_path / 'x.mp4'},squat\n")
+    (tmp_path / "x.mp4").write_bytes(b"not really a video")
+    with socket.socket() as s:  # a loopback port with nothing listening on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "curation", "batch", str(manifest), "--data", str(data_dir),
+                           "--address", f"127.0.0.1:{port}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "nothing answers at 127.0.0.1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_the_ingest_page_runs_pasted_links_as_one_batch_with_a_card_of_results(video_server, data_dir,

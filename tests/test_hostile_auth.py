@@ -145,6 +145,11 @@ def test_an_admin_manages_users_on_the_admin_page_and_each_change_is_audited(sha
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert store.get_account(shared, "nora")["role"] == "lead"
     assert accounts.check_password(accounts.password_file(), "nora", "another long password")
+    at.text_input(key="admin_name").input("nora")  # a new password only: the role stays
+    at.text_input(key="admin_password").input("a third long password")
+    at.button[0].click().run()
+    assert store.get_account(shared, "nora")["role"] == "lead"
+    assert accounts.check_password(accounts.password_file(), "nora", "a third long password")
 
     at.selectbox(key="admin_remove_name").set_value("ada")
     at.checkbox(key="admin_remove_sure").check()

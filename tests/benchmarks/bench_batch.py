@@ -9,6 +9,7 @@ from the measured per-core rate the wall time of 10,000 one-minute videos on N m
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -39,22 +40,24 @@ def make_videos(count: int, seconds: float, folder: Path) -> list[Path]:
     return out
 
 
-def single_pipeline(videos: list[Path], tmp: Path) -> tuple[float, int]:
+def single_pipeline(videos: list[Path], tmp: Path) -> tuple[float, float, int]:
     """The compute stages of the ordinary ingest, one video after the other in this process on one core:
-    (seconds, frames). A first short video is run before timing, so MediaPipe's start is not counted."""
+    (wall seconds, CPU seconds, frames). A first short video is run before timing, so MediaPipe's start is not
+    counted."""
+    from curation.batch import _cpu_seconds
     from curation.ingest import source_key
     from curation.pipeline import PipelineOptions, process_source
 
     options = PipelineOptions(pose_workers=1)
     warm = SHARED / SOURCES[0]
     process_source(str(warm), source_key(str(warm)), "squat", options, Path(tempfile.mkdtemp(dir=tmp)))
-    total, frames = 0.0, 0
+    total, frames, cpu = 0.0, 0, _cpu_seconds()
     for video in videos:
         t0 = time.perf_counter()
         p = process_source(str(video), source_key(str(video)), "squat", options, Path(tempfile.mkdtemp(dir=tmp)))
         total += time.perf_counter() - t0
         frames += p.video["frames"]
-    return total, frames
+    return total, _cpu_seconds() - cpu, frames
 
 
 def ray_batch(videos: list[Path], workers: int, tmp: Path) -> dict:
@@ -68,7 +71,7 @@ def ray_batch(videos: list[Path], workers: int, tmp: Path) -> dict:
     project = Project.open(tmp / f"project-{workers}")
     t0 = time.perf_counter()
     ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level="WARNING",
-             log_to_driver=False)
+             log_to_driver=False, _node_ip_address="127.0.0.1")
     started = time.perf_counter() - t0
     stats: dict = {}
     try:
@@ -81,7 +84,9 @@ def ray_batch(videos: list[Path], workers: int, tmp: Path) -> dict:
     if failed:
         raise SystemExit(f"batch failed: {failed}")
     return {"wall_s": wall, "start_s": started, "frames": sum(r["frames"] for r in results),
-            "task_s": [t["seconds"] for t in stats["tasks"]], "peak_mb": max(t["peak_rss"] for t in stats["tasks"]) / 2**20}
+            "task_s": [t["seconds"] for t in stats["tasks"]], "cpu_s": sum(t["cpu_seconds"] for t in stats["tasks"]),
+            "load": os.getloadavg()[0],
+            "peak_mb": max(t["peak_rss"] for t in stats["tasks"]) / 2**20}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -96,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         videos = make_videos(args.videos, seconds, tmp)
-        base_s, frames = single_pipeline(videos, tmp)
+        base_s, base_cpu, frames = single_pipeline(videos, tmp)
+        base_load = os.getloadavg()[0]
         one = ray_batch(videos, 1, tmp)
         two = ray_batch(videos, 2, tmp)
     base_rate = frames / base_s  # frames per second on one core, in-process
@@ -117,14 +123,26 @@ def main(argv: list[str] | None = None) -> dict:
           f"{statistics.mean([one['start_s'], two['start_s']]):.1f} s per batch")
     print(f"peak memory of a Ray worker: {max(one['peak_mb'], two['peak_mb']):.0f} MB "
           f"(declared per task: curation.batch.TASK_MEMORY)")
-    # 10,000 one-minute videos at 30 fps, at the per-core rate measured with 2 workers.
+    # CPU time does not depend on what else the machine runs: the per-core figures that hold on a shared machine.
+    cpu_frame = {"single": 1000 * base_cpu / frames, "1": 1000 * one["cpu_s"] / frames,
+                 "2": 1000 * two["cpu_s"] / frames}
+    print(f"CPU time per frame (all stages, ffmpeg included): single pipeline {cpu_frame['single']:.1f} ms, Ray "
+          f"tasks {cpu_frame['1']:.1f} ms (1 worker) / {cpu_frame['2']:.1f} ms (2 workers): per-core efficiency "
+          f"{cpu_frame['single'] / cpu_frame['2']:.2f}; Ray's CPU overhead per video "
+          f"{(two['cpu_s'] - base_cpu) / args.videos:.2f} s")
+    print(f"load average after each part (2 cores): single {base_load:.1f}, 1 worker {one['load']:.1f}, "
+          f"2 workers {two['load']:.1f}; above 2 other programs shared the cores and the wall-time figures above "
+          f"are distorted")
+    # 10,000 one-minute videos at 30 fps, at the CPU cost per frame measured in the Ray tasks: tasks are
+    # independent, so wall time is CPU time over the cores (the driver's store write is milliseconds a video).
     total_frames = 10_000 * 60 * 30
-    cpu_hours = total_frames / rate2 / 3600
+    cpu_hours = total_frames * cpu_frame["2"] / 1000 / 3600
     print(f"estimate for 10,000 one-minute 30 fps videos ({total_frames / 1e6:.0f} M frames) at "
-          f"{rate2:.1f} frames/s per core: {cpu_hours:.0f} CPU-hours")
+          f"{cpu_frame['2']:.1f} ms of CPU per frame: {cpu_hours:.0f} CPU-hours")
     for machines, cores in ((1, 2), (4, 8), (16, 8), (64, 16)):
         print(f"  {machines:>3} machine(s) x {cores:>2} cores: {cpu_hours / (machines * cores):7.1f} h wall")
-    return {"speedup": speedup, "rate_ratio": rate2 / base_rate, "overhead_s": overhead, "peak_mb": two["peak_mb"],
+    return {"speedup": speedup, "rate_ratio": rate2 / base_rate, "cpu_ms_per_frame": cpu_frame,
+            "overhead_s": overhead, "peak_mb": two["peak_mb"],
             "cpu_hours_10k": cpu_hours}
 
 

@@ -14,6 +14,7 @@ from tests.benchmarks import (  # noqa: E402
     bench_pipeline,
     bench_pose,
     bench_quality,
+    bench_scale,
     bench_suggest,
     bench_train,
 )
@@ -25,6 +26,7 @@ def main(argv: list[str]) -> None:
     bench_pipeline.main(quick)
     bench_batch.main(quick)
     bench_label.main(quick)
+    bench_scale.main(quick)
     bench_train.main(quick)
     bench_quality.main(quick)
     bench_suggest.main(quick)

@@ -1,0 +1,178 @@
+"""Benchmark: the project keeps its speed as it grows (issue 13), at 10,000 and 100,000 clips.
+
+For each size: the server time of a verdict on the real Label page (AppTest script runs: save, next clip, the
+page laid out again; bar 150 ms), next_clip alone, the counts (store.stats) after a write and unchanged,
+current_labels, clip_overview (the Dataset page's table), the first draw of each page by a new session, and
+importing tiny arrays (2,000 and 10,000 clips; --quick 100 and 500; per 1,000 clips); then the growth ratio large/small of each. A ratio near 10 grows linearly, near 1 not
+at all. Projects are built by inserting rows (one shared pose array), not by importing, so that 100,000 clips
+take seconds. Run as `python tests/benchmarks/bench_scale.py [--quick]` (--quick: 1,000 and 10,000 clips, the
+Label page only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+EXERCISES = ("squat", "push-up", "lunge")
+# The Suggest page scores every clip's features when no model is trained yet (model.suggest's cold pool): minutes
+# at 100,000 clips, measured apart (--pages) rather than in every run.
+PAGES = ("app.py", "pages/1_Ingest.py", "pages/2_Label.py", "pages/3_Dataset.py", "pages/4_Train.py",
+         "pages/6_Admin.py")
+
+
+def build_project(root: Path, clips: int):
+    """A project of `clips` imported clips sharing one pose array; coaches ann and bob labelled the first
+    quarter, a hundred clips are excluded and a hundred had their bounds moved (the queries' slow cases)."""
+    from curation import store
+    from curation.project import Project
+
+    project = Project.open(root)
+    rng = np.random.default_rng(0)
+    np.save(project.poses / "shared.npy", rng.random((60, 33, 4)).astype(np.float32))
+    rows = [{"id": f"c{i:06d}", "exercise": EXERCISES[i % 3], "start_frame": 0, "end_frame": 60, "fps": 30.0,
+             "method": "imported", "pose_path": "poses/shared.npy", "group_name": f"g{i % 200}",
+             "complexity": float(rng.random())} for i in range(clips)]
+    events = [{"clip_id": c["id"], "annotator": coach, "verdict": ("correct", "incorrect")[(i + j) % 3 == 0]}
+              for j, coach in enumerate(("ann", "bob")) for i, c in enumerate(rows[: clips // 4])]
+    store.add_clips(project, rows, events)
+    for i in range(0, clips, max(1, clips // 100)):
+        store.set_excluded(project, "lead", True, "benchmark", clip_id=f"c{i + 1:06d}")
+        store.set_bounds(project, f"c{i + 2:06d}", 5, 55, "lead", pose_frames=60)
+    store.add_annotator(project, "kim")
+    return project
+
+
+def _ms(fn, repeat: int = 1) -> float:
+    """The fastest of `repeat` calls, in ms (the least disturbed by other work on the machine)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, (time.perf_counter() - t0) * 1000)
+    return best
+
+
+def _after_write(project, fn) -> float:
+    """fn's time (ms) right after a write that changes nothing but makes every kept aggregate stale (the case
+    of a page drawn after another coach's verdict)."""
+    from curation import store
+
+    clip = store.get_clip(project, "c000000")
+    store.set_complexity(project, {clip["id"]: {k: clip[k] for k in (*store.COMPLEXITY_COLUMNS, "complexity")}})
+    return _ms(fn)
+
+
+def verdict_times(n_verdicts: int) -> list[float]:
+    """Script runs of the Label page, each saving a verdict and showing the next clip (ms)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / "2_Label.py"), default_timeout=600)
+    at.session_state["annotator"] = "kim"
+    at.run()
+    times = []
+    for i in range(n_verdicts):
+        prefix = "label_correct_" if i % 2 else "label_incorrect_"
+        at.button(key=next(b.key for b in at.button if b.key and b.key.startswith(prefix))).click()
+        t0 = time.perf_counter()
+        at.run()
+        times.append((time.perf_counter() - t0) * 1000)
+    assert not at.exception, at.exception
+    return times
+
+
+def warm_up(pages: tuple[str, ...]) -> None:
+    """Draw each page once on an empty project: what a running app has imported already is not timed."""
+    from streamlit.testing.v1 import AppTest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["FORMCHECK_DATA"] = tmp
+        for page in pages:
+            AppTest.from_file(str(ROOT / page), default_timeout=300).run()
+
+
+def first_draws(pages: tuple[str, ...]) -> dict[str, float]:
+    """Each page's first script run for a new session (ms); modules are imported already, as in a running app."""
+    from streamlit.testing.v1 import AppTest
+
+    out = {}
+    for page in pages:
+        at = AppTest.from_file(str(ROOT / page), default_timeout=900)
+        at.session_state["annotator"] = "kim"
+        out[page] = _ms(at.run)
+        assert not at.exception, (page, at.exception)
+    return out
+
+
+def import_ms(folder: Path, clips: int) -> float:
+    """Importing a dataset folder of `clips` tiny arrays into a new project (ms)."""
+    from curation.dataset import import_folder
+    from curation.project import Project
+    from tests.benchmarks.bench_label import make_project
+
+    source = make_project(folder / "source", clips)
+    return _ms(lambda: import_folder(Project.open(folder / "project"), source))
+
+
+def measure(clips: int, n_verdicts: int, pages: tuple[str, ...], import_clips: int) -> dict[str, float]:
+    """Every figure of one project size (ms)."""
+    from curation import store
+    from curation.dataset import clip_overview
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["FORMCHECK_DATA"] = str(Path(tmp) / "project")
+        project = build_project(Path(tmp) / "project", clips)
+        fig: dict[str, float] = {}
+        times = sorted(verdict_times(n_verdicts))
+        fig["verdict median"] = statistics.median(times)
+        fig["verdict p95"] = times[int(0.95 * (len(times) - 1))]
+        fig["next_clip"] = _ms(lambda: store.next_clip(project, "kim"), 5)
+        fig["progress_of"] = _ms(lambda: store.progress_of(project, "kim"), 5)
+        fig["stats after a write"] = _after_write(project, lambda: store.stats(project))
+        fig["stats unchanged"] = _ms(lambda: store.stats(project), 3)
+        fig["current_labels after a write"] = _after_write(project, lambda: store.current_labels(project))
+        fig["clip_overview after a write"] = _after_write(project, lambda: clip_overview(project))
+        fig["clip_overview unchanged"] = _ms(lambda: clip_overview(project), 3)
+        for page, ms in first_draws(pages).items():
+            fig[f"first draw {page}"] = ms
+        if import_clips:
+            fig["import, per 1,000 clips"] = import_ms(Path(tmp), import_clips) * 1000 / import_clips
+    return fig
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="1,000 and 10,000 clips, the Label page only")
+    parser.add_argument("--pages", nargs="*", help="pages to draw (default: all but Suggest)")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    sizes = (1_000, 10_000) if args.quick else (10_000, 100_000)
+    pages = tuple(args.pages) if args.pages is not None else (("pages/2_Label.py",) if args.quick else PAGES)
+    verdicts = 8 if args.quick else 30
+    warm_up(pages)
+    small = measure(sizes[0], verdicts, pages, 100 if args.quick else 2_000)
+    large = measure(sizes[1], verdicts, pages, 500 if args.quick else 10_000)
+    print(f"\n== scale: {sizes[0]:,} and {sizes[1]:,} clips (ms; ratio large/small, 10 = linear) ==")
+    print(f"{'figure':40s} {sizes[0]:>10,} {sizes[1]:>10,}  ratio")
+    for key in small:
+        if key in large:
+            print(f"{key:40s} {small[key]:10.1f} {large[key]:10.1f} {large[key] / max(small[key], 1e-9):6.2f}")
+        else:
+            print(f"{key:40s} {small[key]:10.1f}")
+    for key in large.keys() - small.keys():
+        print(f"{key:40s} {'':10s} {large[key]:10.1f}")
+    print(f"bars at {sizes[1]:,}: verdict {large['verdict median']:.0f} ms (150), slowest first draw "
+          f"{max((v for k, v in large.items() if k.startswith('first draw')), default=0):.0f} ms (1000)")
+    return {"small": small, "large": large}
+
+
+if __name__ == "__main__":
+    main()
