@@ -24,7 +24,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from curation import store
@@ -33,7 +33,6 @@ from curation.jobs import Cancelled, JobFailed
 from curation.pipeline import (
     USER_ERRORS,
     PipelineOptions,
-    Processed,
     Progress,
     _result,
     process_source,
@@ -42,8 +41,8 @@ from curation.pipeline import (
 from curation.project import Project
 
 # Memory one task may use, declared to Ray so that a node never runs more pose processes than fit in its memory:
-# a Ray worker tracking pose on a 720p video peaks at about 0.6 GB resident (MediaPipe, OpenCV, the decoded
-# frames in flight; tests/benchmarks/bench_batch.py prints the measured peak); 1 GB leaves room for a long video's
+# a Ray worker tracking pose on a 720p video peaked at 0.72 GB resident (MediaPipe, OpenCV, the decoded frames in
+# flight; tests/benchmarks/bench_batch.py prints the measured peak); 1 GB leaves room for a long video's
 # landmarks and the result's bytes.
 TASK_MEMORY = 2**30
 # Ray's shared-memory object store on a local run: holds the inputs and results of the tasks in flight (a few
@@ -131,7 +130,8 @@ def _task(source: str, key: str, exercise: str, options: PipelineOptions, data: 
             p = process_source(fetch_from, key, exercise, options, scratch, title=title)
         except USER_ERRORS as exc:
             return {"error": str(exc)}
-        return {"video": p.video, "clips": p.clips, "removed": p.removed,
+        # Every field of the processed source travels (whatever the pipeline adds), the two files as bytes.
+        return {"processed": replace(p, video_file=None, pose_file=None),
                 "video_bytes": p.video_file.read_bytes(), "pose_bytes": p.pose_file.read_bytes(),
                 "seconds": time.perf_counter() - started, "cpu_seconds": _cpu_seconds() - cpu_before,
                 "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
@@ -320,17 +320,19 @@ def _finish(project: Project, ray, ref, rows: list[Row], indices: list[int], res
         for i in indices:
             results[i] = _error(rows[i], out["error"])
         return False
+    processed = out["processed"]
     if stats is not None:
         stats.setdefault("tasks", []).append({"seconds": out["seconds"], "cpu_seconds": out["cpu_seconds"],
-                                              "peak_rss": out["peak_rss"], "frames": out["video"]["frames"]})
+                                              "peak_rss": out["peak_rss"], "frames": processed.video["frames"]})
     video_file, pose_file = scratch / "video.mp4", scratch / "pose.npz"
     video_file.write_bytes(out["video_bytes"])
     pose_file.write_bytes(out["pose_bytes"])
     # Recorded as the manifest gave them: the worker saw a copy of a local file under another name.
-    group = row.group or out["video"]["id"]
-    video = {**out["video"], "source": row.source, "athlete": row.athlete, "group_name": group}
-    clips = [{**c, "source": row.source, "group_name": group} for c in out["clips"]]
-    processed = Processed(row.source, video["source_key"], video, clips, out["removed"], video_file, pose_file)
+    group = row.group or processed.video["id"]
+    video = {**processed.video, "source": row.source, "athlete": row.athlete, "group_name": group}
+    clips = [{**c, "source": row.source, "group_name": group} for c in processed.clips]
+    processed = replace(processed, source=row.source, video=video, clips=clips, video_file=video_file,
+                        pose_file=pose_file)
     first = store_result(project, processed)
     results[indices[0]] = first
     for i in indices[1:]:  # the same video named twice in the manifest: stored once

@@ -93,9 +93,10 @@ _MEMO_ENTRIES = 64  # (project, function) pairs kept; a process serves one proje
 _memos: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
 
 
-def _version(project: Project) -> tuple[int, int]:
-    """What changes with every write the memoised reads depend on: the change counter (bumped by triggers on
-    their tables, whichever process writes) and the database file (a project made anew at the same path)."""
+def data_version(project: Project) -> tuple[int, int]:
+    """What changes with every write to the clips, labels, edits, exclusions and videos (not the rubric, jobs or
+    accounts): the change counter (bumped by triggers, whichever process writes) and the database file (a
+    project made anew at the same path). Pages key their caches of project-wide tables with it."""
     with connect(project) as db:
         n = db.conn.execute("SELECT n FROM change_counter").fetchone()[0]
     return project.db_path.stat().st_ino, n
@@ -120,8 +121,8 @@ def memoised(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(project: Project, *args: Any, **kwargs: Any) -> Any:
         if args or any(v is not None for v in kwargs.values()):
             return fn(project, *args, **kwargs)
-        key = (str(project.db_path), fn.__name__)
-        version = _version(project)  # read first: a write during fn leaves a result older than its version
+        key = (str(project.db_path), f"{fn.__module__}.{fn.__qualname__}")
+        version = data_version(project)  # read first: a write during fn leaves a result older than its version
         kept = _memos.get(key)
         if kept is None or kept[0] != version:
             if len(_memos) >= _MEMO_ENTRIES:
@@ -1115,7 +1116,8 @@ def progress_of(project: Project, annotator: str, exercise: str | None = None) -
             "(SELECT count(*) FROM excluded_clips x CROSS JOIN clip_queue q ON q.clip_id = x.clip_id "
             f"WHERE q.active = 1{only}), "
             f"(SELECT count(*) FROM (SELECT DISTINCT clip_id FROM ({_JUDGED_BY_ME})) m CROSS JOIN clip_queue q "
-            f"ON q.clip_id = m.clip_id WHERE q.active = 1{only} AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips))",
+            f"ON q.clip_id = m.clip_id WHERE q.active = 1{only} "
+            "AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips))",
             {"me": annotator, "exercise": exercise},
         ).fetchone()
     return {"clips": total - excluded, "judged": mine}

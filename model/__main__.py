@@ -114,6 +114,8 @@ def summary(metrics: dict) -> str:
     ]
     for name, entry in metrics["per_exercise"].items():
         lines.append(f"  {name}: macro-F1 {_fmt(entry['macro_f1'])} (n={entry['n']})")
+    for name, entry in (metrics.get("per_view") or {}).items():
+        lines.append(f"  {name} view: macro-F1 {_fmt(entry['macro_f1'])} (n={entry['n']})")
     if metrics.get("picked"):
         inner = metrics["auto"].get("inner_macro_f1") or {}
         scores = ", ".join(f"{k} {_fmt(v)}" for k, v in inner.items())

@@ -21,7 +21,16 @@ st.set_page_config(page_title="Dataset · Formcheck", page_icon="🗂️", layou
 project = ui.project()
 st.title("Dataset")
 
-rows = pd.DataFrame(clip_overview(project))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def overview(version: tuple[int, int], _project=project) -> pd.DataFrame:
+    # Kept across reruns and sessions until a write changes the clips or labels (version: store.data_version):
+    # at 100,000 clips the table takes seconds to build.
+    return pd.DataFrame(clip_overview(_project))
+
+
+rows = overview(store.data_version(project))
 clips_tab, videos_tab, agree_tab, io_tab, stats_tab, catalogue_tab = st.tabs(
     ["Clips", "Videos", "Agreement", "Import / export", "Statistics", "Exercises & criteria"])
 
@@ -232,10 +241,18 @@ with videos_tab:
                 st.rerun()
 
 # ------------------------------------------------------------------ agreement
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def agreement_figures(version: tuple[int, int], _project=project) -> tuple[pd.DataFrame, list[dict]]:
+    # Kept until a write changes the labels (version: store.data_version), as the clips table above.
+    labels = [r for r in store.current_labels(_project) if r["annotator"] != "import"]
+    exercise_of = {c["id"]: c["exercise"] for c in store.list_clips(_project)}
+    return pd.DataFrame(agreement.agreement_table(labels, exercise_of)), agreement.disagreements(labels)
+
+
 with agree_tab:
-    labels = [r for r in store.current_labels(project) if r["annotator"] != "import"]
-    exercise_of = {c["id"]: c["exercise"] for c in store.list_clips(project)}
-    table = pd.DataFrame(agreement.agreement_table(labels, exercise_of))
+    table, disagreements = agreement_figures(store.data_version(project))
     if table.empty or table.n_items.max() == 0:
         st.info("Agreement needs clips judged by at least two coaches.")
     else:
@@ -244,7 +261,7 @@ with agree_tab:
                      column_config={"percent_agreement": st.column_config.NumberColumn(format="%.2f"),
                                     "kappa": st.column_config.NumberColumn(format="%.2f")})
     settled = store.adjudications(project)
-    open_cases = [d for d in agreement.disagreements(labels) if d["clip_id"] not in settled]
+    open_cases = [d for d in disagreements if d["clip_id"] not in settled]
     st.metric("Clips waiting for a lead coach", len(open_cases))
     if open_cases:
         st.dataframe(pd.DataFrame([{"clip_id": d["clip_id"], "split": d["split"],

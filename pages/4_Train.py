@@ -149,6 +149,10 @@ with ex_col:
     per_ex = pd.DataFrame([{"exercise": k, **v} for k, v in metrics["per_exercise"].items()])
     st.plotly_chart(px.bar(per_ex, x="exercise", y="macro_f1", hover_data=["n"], range_y=[0, 1], height=300),
                     key="train_per_exercise")
+    if metrics.get("per_view"):  # runs since camera views are estimated (curation.view)
+        st.caption("Macro F1 per camera view: " + " · ".join(
+            f"{view} {v['macro_f1']:.2f} (n={v['n']})" if v["macro_f1"] is not None else f"{view} – (n={v['n']})"
+            for view, v in metrics["per_view"].items()))
 with crit_col:
     st.markdown("**Per criterion** (each with enough verdicts gets its own p(fail) model, tested out-of-fold)")
     if metrics.get("per_criterion"):

@@ -89,6 +89,24 @@ def test_a_batch_ingests_each_row_a_bad_source_fails_alone_and_a_rerun_adds_noth
     assert (after["videos"], after["clips"]) == (counts["videos"], counts["clips"])
 
 
+def test_a_batch_stores_what_the_single_video_ingest_stores(local_ray, videos, data_dir, tmp_path):
+    from curation.pipeline import ingest_source
+
+    source = str(videos / SHORT[3])
+    [batched] = run_batch(Project.open(data_dir), [Row(source, "squat")])
+    single = Project.open(tmp_path / "single")
+    alone = ingest_source(single, source, "squat")
+    assert batched["video_id"] == alone["video_id"]
+    assert {k: batched[k] for k in alone} == alone
+    project = Project.open(data_dir)
+    bounds = [[(c["start_frame"], c["end_frame"], c["method"]) for c in store.list_clips(p, video_id=alone["video_id"])]
+              for p in (project, single)]
+    assert bounds[0] == bounds[1]
+    spans = [[(r["start_frame"], r["end_frame"]) for r in store.removed_spans(p, alone["video_id"])]
+             for p in (project, single)]
+    assert spans[0] == spans[1]
+
+
 def test_a_batch_killed_half_way_and_started_again_ingests_every_video_once(videos, data_dir, tmp_path):
     manifest = tmp_path / "manifest.csv"
     write_manifest(manifest, [(str(videos / v), "squat", "", "", "") for v in SHORT])

@@ -4,6 +4,7 @@ counts, and the project-wide reads kept until a write."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +145,30 @@ def test_kept_reads_hand_out_copies(project):
     store.stats(project)["clips"] = -1
     assert store.list_clips(project)[0]["exercise"] != "changed by a caller"
     assert store.stats(project)["clips"] == 12
+
+
+def test_the_data_version_moves_with_writes_to_clips_and_labels_not_with_reads(project):
+    before = store.data_version(project)
+    store.stats(project)
+    store.add_criterion(project, "squat", "bar path")  # the rubric: no kept read depends on it
+    assert store.data_version(project) == before
+    store.add_label_event(project, {"clip_id": "i1", "annotator": "ann", "verdict": "correct"})
+    assert store.data_version(project) > before
+
+
+def test_the_dataset_page_shows_a_clip_added_after_its_table_was_kept(project, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FORMCHECK_DATA", str(project.root))
+
+    def shown() -> int:
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "3_Dataset.py"),
+                               default_timeout=120)
+        at.run()
+        assert not at.exception, at.exception
+        return len(at.dataframe[0].value)
+
+    assert shown() == 12
+    store.add_clips(project, [{"id": "late", "exercise": "squat", "start_frame": 0, "end_frame": 30, "fps": 30.0,
+                               "method": "imported", "pose_path": "poses/late.npy"}], [])
+    assert shown() == 13

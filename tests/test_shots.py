@@ -128,7 +128,7 @@ def test_pose_restarts_at_a_cut(videos, tmp_path):
 
 
 @pytest.mark.slow
-def test_ingest_reports_cuts_removed_spans_and_clip_bounds(videos, data_dir, tmp_path):
+def test_ingest_reports_cuts_removed_spans_and_clip_bounds(videos, data_dir, tmp_path, monkeypatch):
     source = made_video(videos, tmp_path / "coach.mp4")
     out = data_dir / "result.json"
     proc = subprocess.run([sys.executable, "-m", "curation", "ingest", str(source), "--exercise", "squat",
@@ -156,3 +156,14 @@ def test_ingest_reports_cuts_removed_spans_and_clip_bounds(videos, data_dir, tmp
     assert views == {True: "side", False: "front"}
     kinds = {p["kind"] for p in timeline.video_timeline(project, result["video_id"])}
     assert {"clip", "removed", "cut"} <= kinds
+    # The Dataset page: the timeline draws the cuts, the clips table filters by camera view.
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
+    page = AppTest.from_file(str(ROOT / "pages/3_Dataset.py"), default_timeout=120)
+    page.run()
+    assert not page.exception
+    page.multiselect(key="dataset_view").set_value(["front"]).run()
+    assert not page.exception
+    table = page.dataframe[0].value
+    assert list(table["view"]) == ["front"]

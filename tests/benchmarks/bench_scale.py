@@ -1,12 +1,12 @@
 """Benchmark: the project keeps its speed as it grows (issue 13), at 10,000 and 100,000 clips.
 
 For each size: the server time of a verdict on the real Label page (AppTest script runs: save, next clip, the
-page laid out again; bar 150 ms), next_clip alone, the counts (store.stats) after a write and unchanged,
-current_labels, clip_overview (the Dataset page's table), the first draw of each page by a new session, and
-importing tiny arrays (2,000 and 10,000 clips; --quick 100 and 500; per 1,000 clips); then the growth ratio large/small of each. A ratio near 10 grows linearly, near 1 not
-at all. Projects are built by inserting rows (one shared pose array), not by importing, so that 100,000 clips
-take seconds. Run as `python tests/benchmarks/bench_scale.py [--quick]` (--quick: 1,000 and 10,000 clips, the
-Label page only).
+page laid out again; bar 150 ms), next_clip and progress_of alone, the counts (store.stats), current_labels
+and clip_overview (the Dataset page's table) after a write and unchanged, the first draw of each page by a new
+session (bar 1 s), and importing tiny arrays (2,000 and 10,000 clips, --quick 100 and 500; per 1,000 clips);
+then the growth ratio large/small of each: near 10 grows linearly, near 1 not at all. Projects are built by
+inserting rows (one shared pose array), not by importing, so that 100,000 clips take seconds. Run as
+`python tests/benchmarks/bench_scale.py [--quick]` (--quick: 1,000 and 10,000 clips, the Label page only).
 """
 
 from __future__ import annotations
