@@ -310,8 +310,11 @@ def shortcuts(keys: dict[str, str]) -> None:
     browser's and Streamlit's own shortcuts keep working), and a widget of a run being replaced (stale) is
     not clicked, so a key pressed while the next clip loads cannot land on the wrong clip.
 
-    A key may be several characters ("12": criterion 12 of however many): typed within SEQUENCE_MS, "1" then
-    "2" means 12, so the click "1" made at once is taken back (clicked again) and 12 is clicked.
+    A key may be several characters ("12": criterion 12 of however many). A key that begins a longer one ("1"
+    when there are 10 or more criteria) waits up to SEQUENCE_MS for the next character before it clicks: "1"
+    then "2" clicks 12 alone. Clicking "1" at once and taking it back when "2" came raced the rerun of the
+    first click on a busy machine. Any other key clicks the waiting one first (the listener runs in the
+    capture phase of the window, before Streamlit's own shortcuts), so "1" then N still ticks 1.
     """
     import json
 
@@ -319,27 +322,40 @@ def shortcuts(keys: dict[str, str]) -> None:
         """<script>
 (function () {
   const win = window.parent, doc = win.document;
-  const keys = %s;
+  const keys = %s, wait = %d;
   // Each run's frame replaces the listener: one from a frame Streamlit has since removed no longer runs.
-  if (win.__formcheckKeyListener) doc.removeEventListener('keydown', win.__formcheckKeyListener);
+  if (win.__formcheckKeyListener) win.removeEventListener('keydown', win.__formcheckKeyListener, true);
   win.__formcheckKeyListener = function (e) {
     if (e.ctrlKey || e.altKey || e.metaKey || e.repeat) return;
     const t = e.target, tag = (t && t.tagName || '').toLowerCase();
     if (tag === 'textarea' || (tag === 'input' && !['checkbox', 'radio', 'range'].includes(t.type)) ||
         (t && t.isContentEditable)) return;
-    const typed = e.key.toLowerCase(), stamp = Date.now(), last = win.__formcheckTyped || {seq: '', at: 0};
-    let seq = stamp - last.at < %d ? last.seq + typed : typed;
-    if (!Object.keys(keys).some(k => k.startsWith(seq))) seq = typed;  // not a longer key: start afresh
-    win.__formcheckTyped = {seq: seq, at: stamp, clicked: seq === last.seq + typed ? last.clicked : null};
-    const el = widget(keys[seq]);
-    if (!el) return;
+    const typed = e.key.toLowerCase(), pending = win.__formcheckPending;
+    let seq = typed;
+    if (pending) {
+      clearTimeout(pending.timer);
+      win.__formcheckPending = null;
+      if (keys[pending.seq + typed] || longer(pending.seq + typed)) seq = pending.seq + typed;
+      else click(pending.seq);  // the shorter key stands: it is clicked before the key that ended it
+    }
+    if (!keys[seq] && !longer(seq)) return;
     e.preventDefault();
-    // "1" then "2": the first key's click is taken back (a second click), then 12 is clicked.
-    const before = win.__formcheckTyped.clicked && widget(keys[win.__formcheckTyped.clicked]);
-    if (before) before.click();
-    el.click();
-    win.__formcheckTyped.clicked = seq;
+    if (longer(seq)) {
+      win.__formcheckPending = {seq: seq, timer: setTimeout(function () {
+        win.__formcheckPending = null;
+        click(seq);
+      }, wait)};
+      return;
+    }
+    click(seq);
   };
+  function longer(seq) {
+    return Object.keys(keys).some(k => k.length > seq.length && k.startsWith(seq));
+  }
+  function click(seq) {
+    const el = widget(keys[seq]);
+    if (el) el.click();
+  }
   function widget(key) {
     if (!key) return null;
     const box = doc.querySelector('.st-key-' + key);
@@ -348,7 +364,7 @@ def shortcuts(keys: dict[str, str]) -> None:
     const el = box.querySelector('input[type="checkbox"]') || box.querySelector('button');
     return el && !el.disabled ? el : null;
   }
-  doc.addEventListener('keydown', win.__formcheckKeyListener);
+  win.addEventListener('keydown', win.__formcheckKeyListener, true);
 })();
 </script>"""
         % (json.dumps({k.lower(): v for k, v in keys.items()}), SEQUENCE_MS),

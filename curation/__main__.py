@@ -300,9 +300,9 @@ def run_command(args: argparse.Namespace, commands: dict, user_errors: tuple[typ
     """
     project = None
     try:
+        project = Project.open(args.data)  # first: it makes the data folder, where --json often goes
         if getattr(args, "json", None):
             _check_writable(args.json)
-        project = Project.open(args.data)
         store.check_database(project)
         result, status = commands[args.command](project, args)
         if getattr(args, "json", None):

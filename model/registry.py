@@ -323,6 +323,9 @@ class Model(ABC):
     """
 
     name: ClassVar[str]
+    # Whether fit() stops early on a validation part. Models that do not (the clip-statistics families) are
+    # fitted on every training clip: holding a part back for them only cost data (model.train.fit_one).
+    stops_early: ClassVar[bool] = False
 
     def __init__(self, n_features: int, n_exercises: int = 0, config: TrainConfig | None = None):
         self.n_features = int(n_features)
@@ -688,6 +691,7 @@ class TorchModel(Model):
     """Shared training, scoring and explanation for the sequence networks of model.nets."""
 
     default_dropout: ClassVar[float]  # the network's dropout when config.dropout < 0
+    stops_early = True
 
     def __init__(self, n_features: int, n_exercises: int = 0, config: TrainConfig | None = None):
         super().__init__(n_features, n_exercises, config)

@@ -260,11 +260,15 @@ def fit_one(clips: ClipSet, features: list[np.ndarray], train_idx: np.ndarray, c
     progress; stream tells the augmentation draws of different fits of one run apart.
     """
     train_idx = np.asarray(train_idx, dtype=np.int64)
-    try:
-        fit_idx, val_idx = validation_split(clips.labels, clips.groups, train_idx, config.validation_share,
-                                            config.seed)
-    except SplitError:
-        fit_idx, val_idx = train_idx, np.zeros(0, dtype=np.int64)
+    fit_idx, val_idx = train_idx, np.zeros(0, dtype=np.int64)
+    if MODELS[config.model].stops_early:
+        # Measured: with few large groups a 15 % share of groups held back 32 % of a 4,673-clip training part
+        # (and 1,264 of its 1,282 incorrect planks) from a model that never used it.
+        try:
+            fit_idx, val_idx = validation_split(clips.labels, clips.groups, train_idx, config.validation_share,
+                                                config.seed)
+        except SplitError:
+            pass
     scaler = Scaler().fit([features[i] for i in train_idx])
     model = make_model(config.model, features[0].shape[1], _n_exercise_inputs(exercises), config.train_config())
     fitted = runs.Fitted(model, scaler, exercises)
