@@ -73,8 +73,8 @@ def check_again(project: Project, run_id: str | None = None, exercise: str | Non
     """The "check again" queue of the run that scores suggestions (model.choice.current), or of run_id: clips
     whose out-of-fold prediction contradicts their label, most doubtful first.
 
-    Clips whose consensus label changed since the run, or that a coach or lead labelled after the run was
-    made, are left out: they have been looked at again already (a re-check is a new label event, and the
+    Excluded clips are left out, and so are clips whose consensus label changed since the run, or that a coach
+    or lead labelled after the run was made: they have been looked at again already (a re-check is a new label event, and the
     next run judges the new label).
     """
     finished = {r["run_id"]: r for r in runs.list_runs(project)}
@@ -87,6 +87,7 @@ def check_again(project: Project, run_id: str | None = None, exercise: str | Non
     if oof.empty:
         return []
     touched = store.clips_labelled_since(project, run["created_at"])
+    touched |= set(store.excluded_clip_ids(project))  # an excluded clip leaves every queue
     consensus = store.consensus_labels(project)
     keep = np.array([cid not in touched and (consensus.get(cid) or {}).get("label") == LABELS[int(y)]
                      for cid, y in zip(oof["clip_id"], oof["y"])], dtype=bool)

@@ -81,3 +81,20 @@ def test_a_second_look_is_a_new_event_and_leaves_the_queue_until_the_next_run(da
     assert first.clip_id in {d.clip_id for d in quality.check_again(project)}  # undone: back in the queue
     only = quality.check_again(project, exercise=first.exercise)
     assert only and {d.exercise for d in only} == {first.exercise}
+
+
+def test_an_excluded_clip_leaves_the_check_again_queue_and_comes_back_when_restored(data_dir):
+    project = Project.open(data_dir)
+    sample_project(project)
+    labels = store.consensus_labels(project)
+    ids = [c for c, v in labels.items() if v["label"]]
+    for clip_id in ids[:8]:
+        wrong = "incorrect" if labels[clip_id]["label"] == "correct" else "correct"
+        store.add_label_event(project, {"clip_id": clip_id, "annotator": "lead", "kind": "adjudication",
+                                        "verdict": wrong})
+    train_run(project, RunConfig(model="baseline"))
+    first = quality.check_again(project)[0]
+    store.set_excluded(project, "lead", True, "camera fell over", clip_id=first.clip_id)
+    assert first.clip_id not in {d.clip_id for d in quality.check_again(project)}
+    store.set_excluded(project, "lead", False, clip_id=first.clip_id)
+    assert first.clip_id in {d.clip_id for d in quality.check_again(project)}
