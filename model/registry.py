@@ -607,6 +607,11 @@ class Baseline(Model):
         lr.fit(z, y)
         self.coef_, self.intercept_ = lr.coef_[0].copy(), float(lr.intercept_[0])
         train_loss = _log_loss(y, expit(z @ self.coef_ + self.intercept_), class_weights(y))
+        return self._single_pass_history(train_loss, y, validation, progress)
+
+    def _single_pass_history(self, train_loss: float, y: np.ndarray, validation: Validation | None,
+                             progress: Progress | None) -> dict:
+        """The history of a model fitted in one pass (no epochs): one point, scored on validation if given."""
         val_loss = val_f1 = None
         if validation is not None:
             pv = validation.clip_p(self._predict(validation.units.X, validation.units.exercise))

@@ -9,7 +9,7 @@ import torch
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from model.registry import MODELS, Baseline, _log_loss, class_weights, macro_f1, occlusion_saliency
+from model.registry import MODELS, Baseline, _log_loss, class_weights, occlusion_saliency
 
 # The arrays of a fitted ensemble, every tree's nodes one after the other. left/right: child node (global
 # index), -1 at a leaf; feature/threshold: the split (x[feature] <= threshold goes left); leaf_p: the tree's
@@ -85,14 +85,7 @@ class TreeEnsemble(Baseline):
         ensemble.fit(design.astype(np.float32), y)
         self.trees_ = pack_trees(ensemble.estimators_)
         train_loss = _log_loss(y, tree_p(self.trees_, design), class_weights(y))
-        val_loss = val_f1 = None
-        if validation is not None:
-            pv = validation.clip_p(self._predict(validation.units.X, validation.units.exercise))
-            val_loss, val_f1 = _log_loss(validation.y, pv, class_weights(y)), macro_f1(validation.y, pv)
-        if progress is not None:
-            progress(1, 1, train_loss, val_loss, val_f1)
-        return {"train_loss": [train_loss], "val_loss": [val_loss], "val_f1": [val_f1],
-                "lr": [None], "best_epoch": 1, "epochs": 1}
+        return self._single_pass_history(train_loss, y, validation, progress)
 
     def _predict(self, X, exercise) -> np.ndarray:
         if not X:

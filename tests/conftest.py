@@ -61,3 +61,15 @@ def start_python(call: str):
 
     return subprocess.Popen([sys.executable, "-c", call], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+
+
+def add_two_clip_video(project) -> None:
+    """A 90-frame squat video "v1" (no files) with two repetition clips, v1_000 (frames 0-40) and v1_001 (40-85)."""
+    from curation import store
+
+    video = {"id": "v1", "source_key": "k1", "source": "s", "title": "t", "uploader": "", "exercise": "squat",
+             "video_path": "videos/v1.mp4", "pose_path": "poses/v1.npz", "frames": 90, "fps": 30.0, "width": 640,
+             "height": 360, "person_share": 1.0, "trimmed_share": 0.0, "group_name": "v1"}
+    clip = {"video_id": "v1", "exercise": "squat", "fps": 30.0, "method": "repetition", "pose_path": None}
+    store.add_video(project, video, [{**clip, "id": "v1_000", "start_frame": 0, "end_frame": 40},
+                                     {**clip, "id": "v1_001", "start_frame": 40, "end_frame": 85}])

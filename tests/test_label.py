@@ -13,7 +13,7 @@ from curation.dataset import import_folder, set_clip_bounds
 from curation.kinematics import COMPONENTS
 from curation.project import Project
 from curation.sample import sample_project
-from tests.conftest import ROOT, start_python
+from tests.conftest import ROOT, add_two_clip_video, start_python
 from tests.test_dataset import write_folder
 
 LABEL, DATASET = "pages/2_Label.py", "pages/3_Dataset.py"
@@ -283,12 +283,7 @@ def test_the_dataset_page_packs_the_dataset_as_a_zip(sample):
 
 def test_merging_two_clips_of_a_video_replaces_them_by_one(data_dir):
     project = Project.open(data_dir)
-    video = {"id": "v1", "source_key": "k1", "source": "s", "title": "t", "uploader": "", "exercise": "squat",
-             "video_path": "videos/v1.mp4", "pose_path": "poses/v1.npz", "frames": 90, "fps": 30.0, "width": 640,
-             "height": 360, "person_share": 1.0, "trimmed_share": 0.0, "group_name": "v1"}
-    clip = {"video_id": "v1", "exercise": "squat", "fps": 30.0, "method": "repetition", "pose_path": None}
-    store.add_video(project, video, [{**clip, "id": "v1_000", "start_frame": 0, "end_frame": 40},
-                                     {**clip, "id": "v1_001", "start_frame": 40, "end_frame": 85}])
+    add_two_clip_video(project)
     store.add_label_event(project, {"clip_id": "v1_000", "annotator": "kim", "verdict": "correct"})
     merged = store.merge_clips(project, "v1_001", "v1_000", "kim")
     active = store.list_clips(project)

@@ -12,6 +12,7 @@ from curation.dataset import load_clip_landmarks, set_clip_bounds
 from curation.kinematics import complexity_row
 from curation.project import Project
 from curation.sample import sample_project
+from tests.conftest import add_two_clip_video
 
 
 @pytest.fixture
@@ -88,12 +89,7 @@ def test_split_parts_show_the_history_they_came_from_and_need_a_second_look(samp
 
 def test_a_merged_clip_is_not_left_unlabelled_while_its_part_keeps_its_verdict(data_dir):
     project = Project.open(data_dir)
-    video = {"id": "v1", "source_key": "k1", "source": "s", "title": "t", "uploader": "", "exercise": "squat",
-             "video_path": "videos/v1.mp4", "pose_path": "poses/v1.npz", "frames": 90, "fps": 30.0, "width": 640,
-             "height": 360, "person_share": 1.0, "trimmed_share": 0.0, "group_name": "v1"}
-    clip = {"video_id": "v1", "exercise": "squat", "fps": 30.0, "method": "repetition", "pose_path": None}
-    store.add_video(project, video, [{**clip, "id": "v1_000", "start_frame": 0, "end_frame": 40},
-                                     {**clip, "id": "v1_001", "start_frame": 40, "end_frame": 85}])
+    add_two_clip_video(project)
     _label(project, "v1_001", "kim", "incorrect")
     merged = store.merge_clips(project, "v1_000", "v1_001", "kim")
     [look] = store.second_looks(project)[merged]
@@ -164,12 +160,7 @@ def test_an_exercise_change_keeps_the_criteria_verdicts_in_the_history(sample):
 
 def test_a_video_changes_exercise_with_all_its_clips(data_dir):
     project = Project.open(data_dir)
-    video = {"id": "v1", "source_key": "k1", "source": "s", "title": "t", "uploader": "", "exercise": "squat",
-             "video_path": "videos/v1.mp4", "pose_path": "poses/v1.npz", "frames": 90, "fps": 30.0, "width": 640,
-             "height": 360, "person_share": 1.0, "trimmed_share": 0.0, "group_name": "v1"}
-    clip = {"video_id": "v1", "exercise": "squat", "fps": 30.0, "method": "repetition", "pose_path": None}
-    store.add_video(project, video, [{**clip, "id": "v1_000", "start_frame": 0, "end_frame": 40},
-                                     {**clip, "id": "v1_001", "start_frame": 40, "end_frame": 85}])
+    add_two_clip_video(project)
     assert store.change_exercise(project, "lunge", "kim", video_id="v1") == ["v1_000", "v1_001"]
     assert store.get_video(project, "v1")["exercise"] == "lunge"
     assert {c["exercise"] for c in store.list_clips(project)} == {"lunge"}
@@ -212,12 +203,7 @@ def test_excluded_clips_and_videos_leave_every_queue_and_training_until_restored
 
 def test_a_whole_video_is_excluded_and_restored_except_clips_excluded_alone(data_dir):
     project = Project.open(data_dir)
-    video = {"id": "v1", "source_key": "k1", "source": "s", "title": "t", "uploader": "", "exercise": "squat",
-             "video_path": "videos/v1.mp4", "pose_path": "poses/v1.npz", "frames": 90, "fps": 30.0, "width": 640,
-             "height": 360, "person_share": 1.0, "trimmed_share": 0.0, "group_name": "v1"}
-    clip = {"video_id": "v1", "exercise": "squat", "fps": 30.0, "method": "repetition", "pose_path": None}
-    store.add_video(project, video, [{**clip, "id": "v1_000", "start_frame": 0, "end_frame": 40},
-                                     {**clip, "id": "v1_001", "start_frame": 40, "end_frame": 85}])
+    add_two_clip_video(project)
     store.set_excluded(project, "kim", True, "blurry", clip_id="v1_001")
     store.set_excluded(project, "kim", True, "not a squat video", video_id="v1")
     assert store.list_clips(project) == [] and store.next_clip(project, "kim") is None

@@ -59,17 +59,22 @@ def test_flipped_labels_of_a_real_dataset_come_to_the_top_of_the_check_again_que
     assert all(d.reason.startswith("labelled ") for d in quality.check_again(project))
 
 
-def test_a_second_look_is_a_new_event_and_leaves_the_queue_until_the_next_run(data_dir):
+def _sample_with_wrong_labels_and_a_run(data_dir) -> Project:
+    """The sample project with 8 labels made clearly wrong (so the queue is not empty) and a baseline run."""
     project = Project.open(data_dir)
     sample_project(project)
     labels = store.consensus_labels(project)
     ids = [c for c, v in labels.items() if v["label"]]
-    # Make a few labels clearly wrong so the queue is not empty.
     for clip_id in ids[:8]:
         wrong = "incorrect" if labels[clip_id]["label"] == "correct" else "correct"
         store.add_label_event(project, {"clip_id": clip_id, "annotator": "lead", "kind": "adjudication",
                                         "verdict": wrong})
     train_run(project, RunConfig(model="baseline"))
+    return project
+
+
+def test_a_second_look_is_a_new_event_and_leaves_the_queue_until_the_next_run(data_dir):
+    project = _sample_with_wrong_labels_and_a_run(data_dir)
     queue = quality.check_again(project)
     assert queue, "flipped sample labels should be doubted"
     first = queue[0]
@@ -84,15 +89,7 @@ def test_a_second_look_is_a_new_event_and_leaves_the_queue_until_the_next_run(da
 
 
 def test_an_excluded_clip_leaves_the_check_again_queue_and_comes_back_when_restored(data_dir):
-    project = Project.open(data_dir)
-    sample_project(project)
-    labels = store.consensus_labels(project)
-    ids = [c for c, v in labels.items() if v["label"]]
-    for clip_id in ids[:8]:
-        wrong = "incorrect" if labels[clip_id]["label"] == "correct" else "correct"
-        store.add_label_event(project, {"clip_id": clip_id, "annotator": "lead", "kind": "adjudication",
-                                        "verdict": wrong})
-    train_run(project, RunConfig(model="baseline"))
+    project = _sample_with_wrong_labels_and_a_run(data_dir)
     first = quality.check_again(project)[0]
     store.set_excluded(project, "lead", True, "camera fell over", clip_id=first.clip_id)
     assert first.clip_id not in {d.clip_id for d in quality.check_again(project)}
