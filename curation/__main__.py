@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common], help="write the project as a pose dataset folder, plus tables/ "
                        "and files/ from which import rebuilds it whole (README.md in the folder)")
     p.add_argument("folder", type=Path, help="a new or empty folder")
+    p.add_argument("--include-excluded", action="store_true",
+                   help="keep excluded clips in clips.csv, marked by their reason in an `excluded` column")
     p = sub.add_parser("batch", parents=[common], help="ingest every video of a manifest CSV (source, exercise, "
                        "optional athlete, group, note) as Ray tasks, on this machine or a Ray cluster")
     p.add_argument("manifest", type=Path, help="CSV with a row per video; relative paths are from its folder")
@@ -174,7 +176,7 @@ def _import(project: Project, args: argparse.Namespace) -> tuple[object, int]:
 
 
 def _export(project: Project, args: argparse.Namespace) -> tuple[object, int]:
-    n = export_folder(project, args.folder)
+    n = export_folder(project, args.folder, include_excluded=args.include_excluded)
     _audit(project, "export", args.folder, {"clips": n})
     print(f"exported {n} clips to {args.folder}")
     return {"clips": n, "folder": str(args.folder)}, 0

@@ -330,7 +330,7 @@ def iter_folder(folder: Path, layout: str = "bp33",
             if value not in ("", "pass", "fail"):
                 raise DatasetError(f"{where}: {column} must be pass, fail or empty, not {value[:20]!r}")
             criteria[key] = value
-        text = {k: row.get(k, "").strip() for k in ("group", "source")}
+        text = {k: row.get(k, "").strip() for k in ("group", "source", "excluded")}
         for key, value in text.items():
             if len(value) > limits.max_text:
                 raise DatasetError(f"{where}: {key} is longer than {limits.max_text} characters")
@@ -357,6 +357,7 @@ def iter_folder(folder: Path, layout: str = "bp33",
             "width": size[0],
             "height": size[1],
             "criteria": sorted(k for k, v in criteria.items() if v),  # a blank column names no criterion
+            "excluded": text["excluded"] or None,  # the reason, in an export made with excluded clips kept
         }
         event = {
             "clip_id": clip_id,
@@ -458,8 +459,12 @@ def _import_folder(project: Project, folder: Path, layout: str, limits: ImportLi
             staging.add(clip["pose_path"], array)
             fresh.append(clip)
         criteria = {(c["exercise"], name) for c in clips for name in c.pop("criteria")}
+        excluded = {c["id"]: reason for c in clips if (reason := c.pop("excluded"))}
         added = store.add_clips(project, fresh, events, sorted(criteria), before_commit=staging.place)
     fresh_ids = {c["id"] for c in fresh}
+    for clip_id, reason in excluded.items():
+        if clip_id in fresh_ids:
+            store.set_excluded(project, "import", True, reason, clip_id=clip_id)
     return ImportResult(
         clips=len(clips), added=added, skipped=len(clips) - added,
         labelled=sum(e["clip_id"] in fresh_ids for e in events),
@@ -823,7 +828,8 @@ Written by `python -m curation export` (or the Dataset page). `python -m curatio
 
 ## The pose dataset (design.md 4.1)
 
-- `clips.csv`: one row per active clip that is not excluded (the training set). `clip_id`, `exercise`, `label`
+- `clips.csv`: one row per active clip that is not excluded (the training set); an export made with excluded
+  clips kept has them too, marked by the reason in an extra `excluded` column. `clip_id`, `exercise`, `label`
   (the current consensus: a lead coach's adjudication, else the coaches' majority; empty when unlabelled or
   tied), `fps`, `group` (athlete or source video), `source`, `width` and `height` (pixels of the source frame;
   angles are measured with x scaled by width / height; empty when unknown), and `criterion:<name>` columns
@@ -866,21 +872,38 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
         writer.writerows(rows)
 
 
-def export_folder(project: Project, folder: Path) -> int:
+def _exclusion_reasons(project: Project, clips: list[dict]) -> dict[str, str]:
+    """clip id -> the reason it is excluded (its own exclusion, else its video's), for the excluded ones."""
+    own, by_video = {}, {}
+    for e in store.exclusions(project):  # newest first: the first seen is in force
+        if e.get("clip_id"):
+            own.setdefault(e["clip_id"], e["reason"] or "excluded")
+        elif e.get("video_id"):
+            by_video.setdefault(e["video_id"], e["reason"] or "excluded")
+    excluded = store.excluded_clip_ids(project)
+    return {c["id"]: own.get(c["id"]) or by_video.get(c["video_id"]) or "excluded"
+            for c in clips if c["id"] in excluded}
+
+
+def export_folder(project: Project, folder: Path, include_excluded: bool = False) -> int:
     """Write the project as a dataset folder: clips.csv and poses/ (design.md 4.1, labels = current consensus)
     plus tables/ and files/, from which import rebuilds the whole project (README.md in the folder says what
-    each file holds). Returns the count of active clips."""
+    each file holds). Returns the count of clips in clips.csv.
+
+    Excluded clips are left out of clips.csv, unless include_excluded: then they are in it too, marked by the
+    reason in an extra `excluded` column (an import marks them excluded again)."""
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise DatasetError(f"{folder} is not empty: export into a new folder")
     (folder / "poses").mkdir(parents=True, exist_ok=True)
-    clips = store.list_clips(project)
+    clips = store.list_clips(project, include_excluded=include_excluded)
+    reasons = _exclusion_reasons(project, clips) if include_excluded else {}
     videos = {v["id"]: v for v in store.list_videos(project)}
     consensus = store.consensus_labels(project)
     criteria_by_exercise = {e["name"]: [c["name"] for c in e["criteria"]] for e in store.list_exercises(project)}
     names = sorted({n for c in clips for n in criteria_by_exercise.get(c["exercise"], [])})
     columns = ["clip_id", "exercise", "label", "fps", "group", "source", "width", "height"] + \
-        [CRITERION_PREFIX + n for n in names]
+        [CRITERION_PREFIX + n for n in names] + (["excluded"] if include_excluded else [])
     tracks: dict[str, np.ndarray] = {}  # one video's track serves all its clips
     rows = []
     for clip in clips:
@@ -900,6 +923,7 @@ def export_folder(project: Project, folder: Path) -> int:
             neutralise(clip["group_name"] or ""), neutralise(clip["source"] or ""),
             "" if size[0] is None else str(size[0]), "" if size[1] is None else str(size[1]),
             *(label.get("criteria", {}).get(n, "") for n in names),
+            *([neutralise(reasons.get(clip["id"], ""))] if include_excluded else []),
         ])
     _write_csv(folder / "clips.csv", columns, rows)
     (folder / "tables").mkdir()

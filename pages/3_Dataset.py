@@ -274,11 +274,13 @@ with io_tab:
     st.subheader("Export")
     st.caption("The pose dataset folder: clips.csv (labels = current consensus) and poses/<clip_id>.npy, plus "
                "tables/ and files/ from which an empty project is rebuilt whole (README.md in the zip).")
+    keep_excluded = st.checkbox("Keep excluded clips (marked by their reason in an `excluded` column)",
+                                key="dataset_zip_excluded")
     if st.button("Prepare a .zip of the dataset", key="dataset_zip", disabled=rows.empty or not ui.can("admin"),
                  help=None if ui.can("admin") else "Export needs the admin role."):
         ui.require("admin")
         with tempfile.TemporaryDirectory() as tmp:
-            count = export_folder(project, Path(tmp) / "dataset")
+            count = export_folder(project, Path(tmp) / "dataset", include_excluded=keep_excluded)
             buffer = io.BytesIO()
             with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
                 for path in sorted((Path(tmp) / "dataset").rglob("*")):

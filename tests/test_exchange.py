@@ -180,6 +180,29 @@ def test_an_export_into_a_project_with_clips_adds_the_new_clips_only(data_dir, t
     assert store.consensus_labels(other).keys() == store.consensus_labels(project).keys()
 
 
+def test_excluded_clips_leave_the_export_unless_kept_and_then_come_back_excluded(data_dir, tmp_path):
+    project = Project.open(data_dir)
+    sample_project(project, clips_per_class=1)
+    junk, kept = store.list_clips(project)[:2]
+    store.set_excluded(project, "lead", True, "=camera fell over", clip_id=junk["id"])
+    export_folder(project, tmp_path / "plain")
+    with open(tmp_path / "plain" / "clips.csv", newline="", encoding="utf-8") as f:
+        plain = list(csv.DictReader(f))
+    assert junk["id"] not in {r["clip_id"] for r in plain} and "excluded" not in plain[0]
+    export_folder(project, tmp_path / "marked", include_excluded=True)
+    with open(tmp_path / "marked" / "clips.csv", newline="", encoding="utf-8") as f:
+        marked = {r["clip_id"]: r for r in csv.DictReader(f)}
+    assert marked[junk["id"]]["excluded"] == "'=camera fell over"  # a reason is text, never a formula
+    assert marked[kept["id"]]["excluded"] == ""
+    other = Project.open(tmp_path / "other")
+    write_folder(tmp_path / "mine", [{"clip_id": "mine", "exercise": "squat", "label": "", "fps": "30"}],
+                 {"mine": np.zeros((3, 33, 4), dtype=np.float32)})
+    import_folder(other, tmp_path / "mine")  # not empty: clips mode reads clips.csv
+    import_folder(other, tmp_path / "marked")
+    assert store.excluded_clip_ids(other) == {junk["id"]}
+    assert [e["reason"] for e in store.exclusions(other)] == ["=camera fell over"]
+
+
 def test_frame_size_keeps_the_angles_of_a_portrait_clip_imported_without_its_video(data_dir, tmp_path):
     # The issue's case: a 352x640 clip exported as clips.csv + poses/ and imported as arrays gave a knee angle
     # of 73.4 deg instead of 93.1 (the frame taken as square).
