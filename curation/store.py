@@ -1820,15 +1820,23 @@ def undo_rubric_event(project: Project, event_id: int, annotator: str) -> int:
                               undoes=event_id)
 
 
+def _undoable_history(project: Project, table: str, column: str, value: str | None, order: str = "DESC",
+                      json_columns: tuple[str, ...] = ()) -> list[dict]:
+    """An append-only table of undoable events (rows with `undoes`), each with `undone` (a later event took it
+    back), filtered on column = value unless value is None. table, column and order are this module's words."""
+    with connect(project) as db:
+        rows = _rows(db.conn, f"SELECT e.*, e.id IN (SELECT undoes FROM {table} WHERE undoes IS NOT NULL) "
+                     f"AS undone FROM {table} e WHERE :v IS NULL OR {column} = :v ORDER BY id {order}", {"v": value})
+    for r in rows:
+        r["undone"] = bool(r["undone"])
+        for name in json_columns:
+            r[name] = json.loads(r[name])
+    return rows
+
+
 def rubric_events(project: Project, exercise: str | None = None) -> list[dict]:
     """The rubric's history, newest first, each with `undone` (a later event took it back)."""
-    with connect(project) as db:
-        rows = _rows(db.conn, "SELECT e.*, e.id IN (SELECT undoes FROM rubric_events WHERE undoes IS NOT NULL) "
-                     "AS undone FROM rubric_events e WHERE :ex IS NULL OR exercise = :ex ORDER BY id DESC",
-                     {"ex": exercise})
-    for r in rows:
-        r["detail"], r["undone"] = json.loads(r["detail"]), bool(r["undone"])
-    return rows
+    return _undoable_history(project, "rubric_events", "exercise", exercise, json_columns=("detail",))
 
 
 def rubric_at(project: Project, exercise: str, at: str | None = None) -> dict:
@@ -1903,13 +1911,7 @@ def undo_video_event(project: Project, event_id: int, annotator: str) -> int:
 
 def video_events(project: Project, video_id: str | None = None) -> list[dict]:
     """Edits of videos (athlete), newest first, each with `undone`."""
-    with connect(project) as db:
-        rows = _rows(db.conn, "SELECT e.*, e.id IN (SELECT undoes FROM video_events WHERE undoes IS NOT NULL) "
-                     "AS undone FROM video_events e WHERE :v IS NULL OR video_id = :v ORDER BY id DESC",
-                     {"v": video_id})
-    for r in rows:
-        r["undone"] = bool(r["undone"])
-    return rows
+    return _undoable_history(project, "video_events", "video_id", video_id)
 
 
 def removed_spans(project: Project, video_id: str) -> list[dict]:
@@ -1921,12 +1923,7 @@ def removed_spans(project: Project, video_id: str) -> list[dict]:
 
 def trim_events(project: Project, video_id: str | None = None) -> list[dict]:
     """The coaches' review of the trim (restore / remove / undo), oldest first, each with `undone`."""
-    with connect(project) as db:
-        rows = _rows(db.conn, "SELECT e.*, e.id IN (SELECT undoes FROM trim_events WHERE undoes IS NOT NULL) "
-                     "AS undone FROM trim_events e WHERE :v IS NULL OR video_id = :v ORDER BY id", {"v": video_id})
-    for r in rows:
-        r["clips"], r["undone"] = json.loads(r["clips"]), bool(r["undone"])
-    return rows
+    return _undoable_history(project, "trim_events", "video_id", video_id, order="ASC", json_columns=("clips",))
 
 
 def _video_frames(conn: sqlite3.Connection, video_id: str) -> int:
