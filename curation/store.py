@@ -1808,16 +1808,22 @@ def set_exercise(project: Project, exercise: str, annotator: str, *, joints: lis
     return ids
 
 
+def _event_to_undo(conn: sqlite3.Connection, table: str, event_id: int, what: str) -> dict:
+    """The row of an undoable event table (rubric, video, trim events) that event_id may undo: it exists, is no
+    undo itself and is not undone yet; else StoreError naming `what`. table is this module's word."""
+    rows = _rows(conn, f"SELECT * FROM {table} WHERE id = ?", (event_id,))
+    if not rows or rows[0]["undoes"] is not None:
+        raise StoreError(f"no {what} {event_id} to undo")
+    if conn.execute(f"SELECT 1 FROM {table} WHERE undoes = ?", (event_id,)).fetchone():
+        raise StoreError(f"{what} {event_id} is undone already")
+    return rows[0]
+
+
 def undo_rubric_event(project: Project, event_id: int, annotator: str) -> int:
     """Take back one rubric change (an event of its own); returns the undo event's id."""
     with connect(project) as db, transaction(db) as conn:
-        rows = _rows(conn, "SELECT * FROM rubric_events WHERE id = ?", (event_id,))
-        if not rows or rows[0]["action"] == "undo":
-            raise StoreError(f"no rubric change {event_id} to undo")
-        if conn.execute("SELECT 1 FROM rubric_events WHERE undoes = ?", (event_id,)).fetchone():
-            raise StoreError(f"rubric change {event_id} is undone already")
-        return _record_rubric(conn, rows[0]["exercise"], rows[0]["criterion"], "undo", {}, annotator,
-                              undoes=event_id)
+        e = _event_to_undo(conn, "rubric_events", event_id, "rubric change")
+        return _record_rubric(conn, e["exercise"], e["criterion"], "undo", {}, annotator, undoes=event_id)
 
 
 def _undoable_history(project: Project, table: str, column: str, value: str | None, order: str = "DESC",
@@ -1899,12 +1905,7 @@ def _video_event(conn: sqlite3.Connection, video_id: str, field: str, value: str
 def undo_video_event(project: Project, event_id: int, annotator: str) -> int:
     """Take back a video edit: its field gets back the value it had (an event of its own)."""
     with connect(project) as db, transaction(db) as conn:
-        rows = _rows(conn, "SELECT * FROM video_events WHERE id = ?", (event_id,))
-        if not rows or rows[0]["undoes"] is not None:
-            raise StoreError(f"no video edit {event_id} to undo")
-        if conn.execute("SELECT 1 FROM video_events WHERE undoes = ?", (event_id,)).fetchone():
-            raise StoreError(f"video edit {event_id} is undone already")
-        e = rows[0]
+        e = _event_to_undo(conn, "video_events", event_id, "video edit")
         current = conn.execute(f"SELECT {e['field']} FROM videos WHERE id = ?", (e["video_id"],)).fetchone()[0]
         return _video_event(conn, e["video_id"], e["field"], e["previous"], current, annotator, undoes=event_id)
 
@@ -1978,12 +1979,8 @@ def undo_trim_event(project: Project, event_id: int, annotator: str) -> int:
     (its clips are restored from their exclusion, unless something else excluded them since). Returns the undo
     event's id."""
     with connect(project) as db, transaction(db) as conn:
-        rows = _rows(conn, "SELECT * FROM trim_events WHERE id = ?", (event_id,))
-        if not rows or rows[0]["action"] == "undo":
-            raise StoreError(f"no trim change {event_id} to undo")
-        if conn.execute("SELECT 1 FROM trim_events WHERE undoes = ?", (event_id,)).fetchone():
-            raise StoreError(f"trim change {event_id} is undone already")
-        e, ids = rows[0], json.loads(rows[0]["clips"])
+        e = _event_to_undo(conn, "trim_events", event_id, "trim change")
+        ids = json.loads(e["clips"])
         if e["action"] == "restore":
             conn.execute("WITH RECURSIVE made(id) AS (SELECT value FROM json_each(?) UNION SELECT p.clip_id "
                          "FROM clip_parents p JOIN made ON p.parent_id = made.id) "

@@ -115,6 +115,18 @@ REASON_COLOURS = {timeline.KEPT: "#2e7d32", timeline.RESTORED: "#66bb6a", "no pe
                   "several people": "#0277bd", "replay": "#00838f"}
 
 
+def undo_picker(label: str, button: str, events: list[dict], key: str, role: str, describe, undo) -> None:
+    """Pick one of `events` (described by describe(event)) and take it back with undo(project, id, actor)."""
+    if not events:
+        return
+    by_id = {e["id"]: e for e in events}
+    pick = st.selectbox(label, list(by_id), key=f"{key}_pick", format_func=lambda i: describe(by_id[i]))
+    if st.button(button, key=key, disabled=not ui.can(role)):
+        ui.require(role)
+        undo(project, pick, ui.actor())
+        st.rerun()
+
+
 def timeline_figure(parts: list[dict], fps: float) -> go.Figure:
     """One row of kept clips, one of removed spans and one of flagged spans, in seconds, coloured by reason;
     camera cuts as vertical lines."""
@@ -184,16 +196,10 @@ with videos_tab:
                 except store.StoreError as exc:
                     st.error(ui.md(exc))
         edits = [e for e in store.video_events(project) if e["undoes"] is None and not e["undone"]]
-        if edits:
-            undo = st.selectbox("Athlete changes", [e["id"] for e in edits], key="dataset_athlete_undo_pick",
-                                format_func=lambda i: next(
-                                    f"{e['created_at'][:19]} · {video_names.get(e['video_id'])}: "
-                                    f"{e['previous'] or '(unknown)'} → {e['value'] or '(unknown)'}"
-                                    for e in edits if e["id"] == i))
-            if st.button("Undo this change", key="dataset_athlete_undo", disabled=not ui.can("coach")):
-                ui.require("coach")
-                store.undo_video_event(project, undo, ui.actor())
-                st.rerun()
+        undo_picker("Athlete changes", "Undo this change", edits, "dataset_athlete_undo", "coach",
+                    lambda e: f"{e['created_at'][:19]} · {video_names.get(e['video_id'])}: "
+                              f"{e['previous'] or '(unknown)'} → {e['value'] or '(unknown)'}",
+                    store.undo_video_event)
 
         st.subheader("Timeline: kept clips and removed spans")
         video_id = st.selectbox("Video", list(video_names), format_func=video_names.get,
@@ -229,16 +235,10 @@ with videos_tab:
                 st.session_state["dataset_videos_done"] = f"{len(gone['clips'])} clip(s) excluded."
                 st.rerun()
         changes = [e for e in store.trim_events(project, video_id) if e["action"] != "undo" and not e["undone"]]
-        if changes:
-            pick = st.selectbox(
-                "Trim changes", [e["id"] for e in changes], key="dataset_trim_undo_pick",
-                format_func=lambda i: next(f"{e['action']} {e['start_frame'] / fps:.1f}-{e['end_frame'] / fps:.1f} s "
-                                           f"by {e['annotator']} ({len(e['clips'])} clips)"
-                                           for e in changes if e["id"] == i))
-            if st.button("Undo this trim change", key="dataset_trim_undo", disabled=not ui.can("lead")):
-                ui.require("lead")
-                store.undo_trim_event(project, pick, ui.actor())
-                st.rerun()
+        undo_picker("Trim changes", "Undo this trim change", changes, "dataset_trim_undo", "lead",
+                    lambda e: f"{e['action']} {e['start_frame'] / fps:.1f}-{e['end_frame'] / fps:.1f} s "
+                              f"by {e['annotator']} ({len(e['clips'])} clips)",
+                    store.undo_trim_event)
 
 # ------------------------------------------------------------------ agreement
 
