@@ -73,3 +73,24 @@ def add_two_clip_video(project) -> None:
     clip = {"video_id": "v1", "exercise": "squat", "fps": 30.0, "method": "repetition", "pose_path": None}
     store.add_video(project, video, [{**clip, "id": "v1_000", "start_frame": 0, "end_frame": 40},
                                      {**clip, "id": "v1_001", "start_frame": 40, "end_frame": 85}])
+
+
+@pytest.fixture
+def project(data_dir: Path, monkeypatch):
+    """An empty project that the pages open (FORMCHECK_DATA points at it); test files may define their own."""
+    from curation.project import Project
+
+    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
+    return Project.open(data_dir)
+
+
+def flip_labels(project, n: int) -> None:
+    """Make the first n labelled clips' consensus clearly wrong by a lead's adjudication (queues of doubtful
+    labels and error galleries then have clips to show)."""
+    from curation import store
+
+    labels = store.consensus_labels(project)
+    for clip_id in [c for c, v in labels.items() if v["label"]][:n]:
+        wrong = "incorrect" if labels[clip_id]["label"] == "correct" else "correct"
+        store.add_label_event(project, {"clip_id": clip_id, "annotator": "lead", "kind": "adjudication",
+                                        "verdict": wrong})

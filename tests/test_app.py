@@ -18,12 +18,6 @@ PAGES = ["app.py", "pages/1_Ingest.py"]
 
 
 @pytest.fixture
-def project(data_dir, monkeypatch) -> Project:
-    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
-    return Project.open(data_dir)
-
-
-@pytest.fixture
 def filled(project, tmp_path) -> Project:
     rng = np.random.default_rng(0)
     rows = [{"clip_id": f"c{i}", "exercise": "squat" if i < 4 else "plank",

@@ -21,12 +21,6 @@ PAGE = str(ROOT / "pages/3_Dataset.py")
 
 
 @pytest.fixture
-def project(data_dir, monkeypatch) -> Project:
-    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
-    return Project.open(data_dir)
-
-
-@pytest.fixture
 def with_videos(project) -> Project:
     fake_video(project, "va", title=TITLE, uploader=UPLOADER, channel="Squat <i>U</i>", channel_id="UC123",
                upload_date="2024-03-05", license="Creative Commons Attribution license (reuse allowed)",

@@ -14,8 +14,8 @@ from curation.project import Project
 from curation.sample import sample_project
 from model import choice, runs
 from model.train import RunConfig, train_run
+from tests.conftest import flip_labels
 from tests.test_label import page as open_page
-from tests.test_label import project  # noqa: F401  (fixture)
 
 TRAIN, LABEL, SUGGEST = "pages/4_Train.py", "pages/2_Label.py", "pages/5_Suggest.py"
 P_SHOWN = re.compile(r"p\(incorrect\) = (\d\.\d\d)")
@@ -26,11 +26,7 @@ def trained(project) -> tuple[Project, str]:
     """The sample project with some labels made wrong on purpose (the error gallery has clips to show), and one
     baseline run."""
     sample_project(project, clips_per_class=6)
-    labels = store.consensus_labels(project)
-    for clip_id in [c for c, v in labels.items() if v["label"]][:6]:
-        wrong = "incorrect" if labels[clip_id]["label"] == "correct" else "correct"
-        store.add_label_event(project, {"clip_id": clip_id, "annotator": "lead", "kind": "adjudication",
-                                        "verdict": wrong})
+    flip_labels(project, 6)
     return project, train_run(project, RunConfig(model="baseline", folds=3))["run_id"]
 
 

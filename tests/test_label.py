@@ -20,12 +20,6 @@ LABEL, DATASET = "pages/2_Label.py", "pages/3_Dataset.py"
 
 
 @pytest.fixture
-def project(data_dir, monkeypatch) -> Project:
-    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
-    return Project.open(data_dir)
-
-
-@pytest.fixture
 def sample(project) -> Project:
     sample_project(project, clips_per_class=3)
     return project

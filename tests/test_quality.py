@@ -12,6 +12,7 @@ from curation.sample import sample_project
 from model import quality
 from model.train import RunConfig, train_run
 from tests.test_dataset import pose_trainer_clips, write_folder
+from tests.conftest import flip_labels
 
 
 def test_a_clip_whose_other_class_passes_its_confident_threshold_is_flagged_most_doubtful_first():
@@ -63,12 +64,7 @@ def _sample_with_wrong_labels_and_a_run(data_dir) -> Project:
     """The sample project with 8 labels made clearly wrong (so the queue is not empty) and a baseline run."""
     project = Project.open(data_dir)
     sample_project(project)
-    labels = store.consensus_labels(project)
-    ids = [c for c, v in labels.items() if v["label"]]
-    for clip_id in ids[:8]:
-        wrong = "incorrect" if labels[clip_id]["label"] == "correct" else "correct"
-        store.add_label_event(project, {"clip_id": clip_id, "annotator": "lead", "kind": "adjudication",
-                                        "verdict": wrong})
+    flip_labels(project, 8)
     train_run(project, RunConfig(model="baseline"))
     return project
 

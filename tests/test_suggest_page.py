@@ -14,8 +14,8 @@ from curation.sample import sample_project
 from model import choice, quality, runs
 from model.suggest import suggest
 from model.train import RunConfig, train_run
+from tests.conftest import flip_labels
 from tests.test_label import page as open_page
-from tests.test_label import project  # noqa: F401  (fixture)
 
 SUGGEST, LABEL = "pages/5_Suggest.py", "pages/2_Label.py"
 
@@ -24,11 +24,7 @@ SUGGEST, LABEL = "pages/5_Suggest.py", "pages/2_Label.py"
 def trained(project) -> Project:
     """The sample project with a few labels made wrong on purpose, and one baseline run."""
     sample_project(project, clips_per_class=6)
-    labels = store.consensus_labels(project)
-    for clip_id in [c for c, v in labels.items() if v["label"]][:3]:
-        wrong = "incorrect" if labels[clip_id]["label"] == "correct" else "correct"
-        store.add_label_event(project, {"clip_id": clip_id, "annotator": "lead", "kind": "adjudication",
-                                        "verdict": wrong})
+    flip_labels(project, 3)
     train_run(project, RunConfig(model="baseline"))
     return project
 

@@ -8,19 +8,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from curation import jobs, store
-from curation.project import Project
 from curation.sample import sample_project
 from model import runs
 from model.train import RunConfig, train_run
 from tests.conftest import ROOT
 
 TRAIN = "pages/4_Train.py"
-
-
-@pytest.fixture
-def project(data_dir, monkeypatch) -> Project:
-    monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
-    return Project.open(data_dir)
 
 
 def open_page() -> AppTest:
