@@ -576,6 +576,14 @@ def m010_shots(conn: sqlite3.Connection) -> None:
     )
 
 
+# Migration slots of session 4, in this order (a migration's number is its place in the file).
+# @slot m011_cues
+# @slot m012_assisted_labels
+# @slot m013_run_registry
+# @slot m014_people
+# @slot m015_scale
+
+
 def _script(conn: sqlite3.Connection, sql: str) -> None:
     """Run several statements inside the open transaction (executescript would commit it first)."""
     for statement in sql.split(";\n"):
@@ -2344,3 +2352,11 @@ def flagged_spans(project: Project, video_id: str) -> list[dict]:
     with connect(project) as db:
         return _rows(db.conn, "SELECT start_frame, end_frame, reason FROM flagged_spans WHERE video_id = ? "
                               "ORDER BY start_frame, end_frame", (video_id,))
+
+
+# Query sections of session 4 (each stream writes under its own marker).
+# @section cues (m011)
+# @section assisted labelling (m012)
+# @section run registry (m013)
+# @section several people and replays (m014)
+# @section scale (m015)
