@@ -3,9 +3,11 @@ only UI module outside pages/)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
+from pathlib import Path
 
 import streamlit as st
 
@@ -191,6 +193,9 @@ def job_card(project: Project, job: dict, key_prefix: str) -> None:
                 jobs.cancel(project, job["id"])  # ends it even when its worker is gone
                 st.rerun()
             st.progress(float(job["progress"]), text=md(job["message"] or job["status"]))
+        elif job["status"] == "done" and job["result"] and "assessment_id" in job["result"]:  # model.assess
+            r = job["result"]
+            st.text(f"{r['count']} repetitions assessed, {r['incorrect']} judged incorrect (see the Assess page)")
         elif job["status"] == "done" and job["result"] and "macro_f1" in job["result"]:
             r = job["result"]
             f1 = "n/a" if r["macro_f1"] is None else f"{r['macro_f1']:.3f}"
@@ -381,26 +386,13 @@ def clip_player(project: Project, clip: dict, video: dict | None, joints: list[s
                 attention=None, joint_weights=None) -> None:
     """The looping clip with its skeleton and the exercise's joint-angle traces (curation.player); with a
     model's explanation, its attention over the frames and its saliency per joint drawn in red."""
-    import base64
+    from curation.labeller import player_page
 
-    from curation.clipmedia import MissingVideo, clip_video
-    from curation.dataset import clip_aspect, load_clip_landmarks
-    from curation.kinematics import ANGLES, joint_angles
-    from curation.player import player_html
-
-    landmarks = load_clip_landmarks(project, clip)
-    aspect = clip_aspect(clip, video)
-    all_angles = joint_angles(landmarks, aspect)
-    names = [j for j in joints if j in ANGLES] or ["left_knee", "right_knee", "left_elbow", "right_elbow"]
-    angles = {name: all_angles[:, list(ANGLES).index(name)] for name in names}
-    try:
-        path = clip_video(project, clip, video)
-    except MissingVideo as exc:
-        st.warning(f"The video file is missing ({md(exc)}); showing the skeleton only.")
-        path = None
-    b64 = base64.b64encode(path.read_bytes()).decode() if path else None
-    st.iframe(player_html(landmarks, clip["fps"], angles, b64, aspect, PLAYER_HEIGHT, show_skeleton,
-                          attention=attention, joint_weights=joint_weights), height="content")
+    html, warning = player_page(project, clip, video, joints, show_skeleton, PLAYER_HEIGHT,
+                                attention=attention, joint_weights=joint_weights)
+    if warning:
+        st.warning(md(warning))
+    st.iframe(html, height="content")
 
 
 def prepare_ahead(project: Project, clips: list[dict]) -> None:
@@ -409,6 +401,47 @@ def prepare_ahead(project: Project, clips: list[dict]) -> None:
 
     videos = {c["video_id"]: store.get_video(project, c["video_id"]) for c in clips if c["video_id"]}
     prefetch(project, [(c, videos.get(c["video_id"])) for c in clips if c["video_id"]])
+
+
+# ---------------------------------------------------------------- the in-browser labeller (Label page)
+
+_LABELLER_FILES = Path(__file__).resolve().parent / "curation"
+
+
+@functools.cache
+def _labeller_files() -> tuple[str, str]:
+    return (_LABELLER_FILES / "labeller.js").read_text(), (_LABELLER_FILES / "labeller.css").read_text()
+
+
+def _labeller_component():
+    """The labeller (st.components.v2: an inline module, no build step), registered once per Streamlit runtime."""
+    from streamlit.components.v2.get_bidi_component_manager import get_bidi_component_manager
+
+    if get_bidi_component_manager().get("formcheck_labeller") is None:
+        js, css = _labeller_files()
+        return st.components.v2.component("formcheck_labeller", js=js, css=css, isolate_styles=False)
+    return functools.partial(st._bidi_component, "formcheck_labeller", isolate_styles=False)
+
+
+LABELLER_KEY = "label_surface"
+
+
+def labeller_sync() -> dict:
+    """What the labeller last reported (curation.labeller: outbox, showing, have, jump), {} before it did."""
+    value = st.session_state.get(LABELLER_KEY)
+    sync = value.get("sync") if isinstance(value, dict) else None
+    return sync if isinstance(sync, dict) else {}
+
+
+def labeller(data: dict) -> None:
+    """Mount the Label page's labeller (curation/labeller.js) with this data: the clips it holds ready and their
+    player pages, which verdicts are saved, the assisted-labelling mode. What it sends back arrives as a rerun and
+    is read with labeller_sync()."""
+    _labeller_component()(key=LABELLER_KEY, data=data, on_sync_change=_no_callback, height="content")
+
+
+def _no_callback() -> None:
+    """The labeller's state is read by the page itself (labeller_sync); a callback must exist to name the state."""
 
 
 # ---------------------------------------------------------------- a model's explanation of a clip
@@ -488,3 +521,62 @@ def model_view(project: Project, clip: dict, key: str, run_id: str | None = None
         return {}
     explanation_caption(why)
     return explanation_overlay(why)
+
+
+# ---------------------------------------------------------------- model-assisted labelling
+
+_ASSIST = "assist_modes"  # session key no widget uses: each coach's own choice (coach -> mode), kept across pages
+ASSIST_HELP = {
+    "off": "the model's opinion is not shown",
+    "on": "the model's verdict, its confidence and the criteria it thinks failed come with the clip, pre-ticked",
+    "decide first": "give your verdict first; the model's opinion is shown once it is saved (no anchoring)",
+}
+_EACH_COACH = "each coach chooses"
+
+
+def assist_control(project: Project, coach: str) -> str:
+    """The Label page's sidebar control of the model's opinion of the clip on screen; returns "off", "on" or
+    "decide first". When a lead set a mode for the project (model.assist.project_mode) a caption names it;
+    otherwise the coach picks one (off at first), kept for the session. A lead also gets the project's setting."""
+    from model import assist
+
+    forced = assist.project_mode(project)
+    with st.sidebar:
+        if forced is not None:
+            st.caption(f"Model's opinion: **{forced}**, set for this project by a lead ({ASSIST_HELP[forced]}).")
+            mode = forced
+        else:
+            chosen = st.session_state.setdefault(_ASSIST, {})
+            mode = st.radio("Model's opinion", assist.MODES, index=assist.MODES.index(chosen.get(coach, "off")),
+                            key=f"label_assist_mode:{coach}", horizontal=True,
+                            help="; ".join(f"{m}: {h}" for m, h in ASSIST_HELP.items()))
+            chosen[coach] = mode
+        if is_lead(project, coach):
+            with st.expander("Model's opinion for every coach (lead)"):
+                assist_project_setting(project, coach, key="label_assist_project")
+    return mode
+
+
+def assist_project_setting(project: Project, who: str, key: str) -> None:
+    """A lead's control of the project's assisted-labelling mode (each coach chooses, off, on, decide first),
+    saved as an event by model.assist.set_project_mode, with who set the present one and when."""
+    from model import assist
+
+    events = store.setting_events(project, assist.SETTING)
+    options = [_EACH_COACH, *assist.MODES]
+    now = assist.project_mode(project)
+    pick = st.selectbox("Model's opinion on the Label page", options, index=options.index(now or _EACH_COACH),
+                        key=f"{key}_pick", help="; ".join(f"{m}: {h}" for m, h in ASSIST_HELP.items()))
+    if events:
+        last = events[-1]
+        st.caption(f"{last['value'] or _EACH_COACH} since {last['created_at'][:16].replace('T', ' ')} UTC, set by "
+                   f"{md(last['annotator'])}")
+    if st.button("Set for the project", key=f"{key}_save", disabled=not can("lead") or pick == (now or _EACH_COACH)):
+        require("lead")
+        try:
+            assist.set_project_mode(project, None if pick == _EACH_COACH else pick, who,
+                                    sign_in=sign_in_method() is not None)
+        except (assist.AssistError, store.StoreError) as exc:
+            st.error(md(exc))
+            return
+        st.rerun()

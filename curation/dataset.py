@@ -72,6 +72,8 @@ EXCHANGE_TABLES: list[str] = [
     "trim_events",
     "shot_cuts",
     "flagged_spans",
+    "video_people",
+    "project_settings",
 ]
 
 
@@ -695,6 +697,10 @@ def _check_cell(table: str, column: str, value: object, where: str, limits: Impo
         for key, mark in marks.items():
             _name(store.criterion_key, key, where)
             must(store.criterion_key(key) == key and mark in ("pass", "fail"), "{criterion: pass | fail}")
+    elif table == "label_events" and column == "prediction":
+        opinion = _json(text or "", where, dict)
+        must(isinstance(opinion.get("verdict"), str) and isinstance(opinion.get("failed"), list),
+             "a model's opinion {run_id, p_incorrect, verdict, failed}")
     elif table == "exercises" and column == "joints":
         must(all(isinstance(j, str) for j in _json(text or "", where, list)), "a JSON list of joint names")
 
@@ -845,7 +851,9 @@ Written by `python -m curation export` (or the Dataset page). `python -m curatio
   (first frames after camera cuts) and `flagged_spans` (kept but marked), `clips` (bounds, fps, complexity
   values, frame size, camera view, active or replaced), `clip_edits` and `clip_parents` (bounds
   moved, splits, merges), `exclusions`, `label_events` (every event of every coach: verdict, criteria JSON,
-  complexity values, note, seconds, the frames and exercise judged, undo and adjudication events). A cell `\\N`
+  complexity values, note, seconds, the frames and exercise judged, the model's opinion recorded and whether
+  it was shown, undo and adjudication events), `project_settings` (the assisted-labelling mode and who set it
+  when, as events). A cell `\\N`
   is NULL; numbers are written exactly (Python repr); JSON columns hold JSON text.
 - `files/poses/...`: the pose files the tables point to (`pose_path`): a video's whole pose track (.npz of
   arrays `landmarks` (T, 33, 4), `timestamps`, `detected`, `motion`, `fps`, `width`, `height`, and `cuts`

@@ -300,7 +300,7 @@ def run_job(project: Project, job: dict, runners: dict[str, Callable]) -> None:
 
 # Job kinds and the function that runs each, imported only in the worker that needs it (MediaPipe, torch).
 RUNNERS = {"ingest": "curation.pipeline:ingest_job", "batch": "curation.batch:batch_job", "train": "model.train:train_job",
-           "simulate": "model.simulate:simulate_job"}
+           "simulate": "model.simulate:simulate_job", "assess": "model.assess:assess_job"}
 
 
 def default_runners() -> dict[str, Callable]:

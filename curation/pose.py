@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from curation.jobs import Cancelled
+from curation.people import PeopleChecker, PeopleChecks, PeopleOptions, empty_checks
 from curation.shots import CutOptions, CutTracker, detect_cuts, shots
 
 # Call progress() and cancelled() this often: about one second of 30 fps video, about 0.4 s of work.
@@ -74,6 +75,9 @@ class PoseOptions:
     # any of these sizes while it changes results (720p->640: median x/y change 0.0014, the pull-up's
     # detected share 0.761->0.752).
     max_side: int | None = None
+    # Seconds between searches for people besides the tracked one (curation.people; 0: never). Costs about
+    # 3 % of the pass at 0.5 s.
+    people_every_seconds: float = PeopleOptions().every_seconds
 
     def __post_init__(self) -> None:
         if self.model_complexity != 1:
@@ -96,6 +100,9 @@ class PoseTrack:
     same pass; the frame-differencing signal the trim stage uses beside pose motion. motion[0] = 0.
     cuts: int (K,) first frames of the shots after hard camera cuts (curation.shots.detect_cuts); MediaPipe's
     tracker restarted at each, and no gap is interpolated across one.
+    thumbs: uint8 (T, h, w) the small grey frames the motion signal comes from (64 px on the long side), for
+    replays (curation.replay) and split screens (curation.people); kept in memory only, not saved.
+    people: the people checks of curation.people (frames checked, the boxes of the people found); saved.
     """
 
     landmarks: np.ndarray
@@ -106,6 +113,8 @@ class PoseTrack:
     width: int
     height: int
     cuts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    thumbs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.uint8))
+    people: PeopleChecks = field(default_factory=empty_checks)
 
     @property
     def frames(self) -> int:
@@ -131,6 +140,8 @@ def save_track(track: PoseTrack, path: Path) -> None:
         width=np.int64(track.width),
         height=np.int64(track.height),
         cuts=np.asarray(track.cuts, dtype=np.int64),
+        people_frames=track.people.frames.astype(np.int64),
+        people_boxes=track.people.boxes.astype(np.float32),
     )
     tmp.replace(path)
 
@@ -148,6 +159,9 @@ def load_track(path: Path) -> PoseTrack:
             height=int(d["height"]),
             # Tracks saved before shot cuts were found have none.
             cuts=d["cuts"] if "cuts" in d.files else np.zeros(0, np.int64),
+            # ... and before people were looked for, none.
+            people=PeopleChecks(d["people_frames"], d["people_boxes"]) if "people_frames" in d.files
+            else empty_checks(),
         )
 
 
@@ -214,6 +228,8 @@ class _RawPose:
     width: int
     height: int
     announced: int  # the container's frame count (0 = unknown)
+    thumbs: np.ndarray  # uint8 (n, h, w) the grey frames of the motion signal
+    people: PeopleChecks
 
 
 _NO_PERSON = np.full((33, 4), np.nan, dtype=np.float32)
@@ -267,8 +283,11 @@ def _extract_raw(
     # Restart the tracker at a possible cut, at once (no look-ahead): landmarks of the shot before must not
     # seed or smooth the next one. A false alarm only costs one fresh detection.
     shot_change = CutTracker(fps, CutOptions())
+    thumbs: list[np.ndarray] = []
+    checker = PeopleChecker(fps, PeopleOptions(every_seconds=options.people_every_seconds)) \
+        if options.people_every_seconds > 0 else None
     frames = _read_rgb(cap, first, stop)
-    with closing(frames), mp.solutions.pose.Pose(
+    with closing(frames), closing(checker or _Nothing()), mp.solutions.pose.Pose(
         static_image_mode=False,
         model_complexity=options.model_complexity,
         smooth_landmarks=True,
@@ -292,6 +311,9 @@ def _extract_raw(
             if not rows:
                 height, width = rgb.shape[:2]  # what MediaPipe's normalised coordinates refer to
             motion.append(change)
+            thumbs.append(grey)
+            if checker is not None and checker.due(index):
+                checker.check(index, image, result.pose_landmarks)
             found = result.pose_landmarks is not None
             detected.append(found)
             rows.append(
@@ -313,7 +335,14 @@ def _extract_raw(
         width=width,
         height=height,
         announced=announced,
+        thumbs=np.stack(thumbs) if thumbs else np.zeros((0, 0, 0), np.uint8),
+        people=checker.result() if checker is not None else empty_checks(),
     )
+
+
+class _Nothing:
+    def close(self) -> None:
+        pass
 
 
 def _finish(video_path: Path | str, parts: list[_RawPose], options: PoseOptions) -> PoseTrack:
@@ -330,6 +359,7 @@ def _finish(video_path: Path | str, parts: list[_RawPose], options: PoseOptions)
     first = next(p for p in parts if len(p.landmarks))
     motion = np.concatenate([p.motion for p in parts])
     cuts = detect_cuts(motion, first.fps)
+    thumbs = [p.thumbs for p in parts if len(p.thumbs)]
     return PoseTrack(
         landmarks=clean_landmarks(landmarks, options, cuts),
         timestamps=np.arange(n, dtype=np.float64) / first.fps,
@@ -339,6 +369,9 @@ def _finish(video_path: Path | str, parts: list[_RawPose], options: PoseOptions)
         width=first.width,
         height=first.height,
         cuts=np.asarray(cuts, dtype=np.int64),
+        thumbs=np.concatenate(thumbs) if thumbs else np.zeros((0, 0, 0), np.uint8),
+        people=PeopleChecks(np.concatenate([p.people.frames for p in parts]),
+                            np.concatenate([p.people.boxes for p in parts])),
     )
 
 
@@ -358,6 +391,35 @@ def extract_pose(
     """
     raw = _extract_raw(video_path, options, progress=progress, cancelled=cancelled)
     return _finish(video_path, [raw], options)
+
+
+def extract_pose_crop(video_path: Path | str, start: int, stop: int, box: tuple[float, float, float, float],
+                      options: PoseOptions = PoseOptions()) -> np.ndarray:
+    """Landmarks (stop - start, 33, 4) of the person inside `box` (x0, y0, x1, y1, normalised) over frames
+    start..stop-1: MediaPipe runs on the crop (so it follows that person and no other) and the landmarks are
+    mapped back to the whole frame's normalised coordinates (z, relative to the image width, scaled with it).
+    Raw, not cleaned (clean_landmarks)."""
+    import mediapipe as mp
+
+    x0, y0, x1, y1 = (float(v) for v in box)
+    rows: list[np.ndarray] = []
+    with mp.solutions.pose.Pose(static_image_mode=False, model_complexity=options.model_complexity,
+                                smooth_landmarks=True, min_detection_confidence=options.min_detection_confidence,
+                                min_tracking_confidence=options.min_tracking_confidence) as pose:
+        for rgb in iter_frames(video_path, start, stop):
+            h, w = rgb.shape[:2]
+            a, b = int(x0 * w), max(int(x0 * w) + 1, int(np.ceil(x1 * w)))
+            c, d = int(y0 * h), max(int(y0 * h) + 1, int(np.ceil(y1 * h)))
+            result = pose.process(np.ascontiguousarray(_fit(rgb[c:d, a:b], options.max_side)))
+            if result.pose_landmarks is None:
+                rows.append(_NO_PERSON)
+                continue
+            p = np.array([(q.x, q.y, q.z, q.visibility) for q in result.pose_landmarks.landmark], np.float32)
+            p[:, 0] = (a + p[:, 0] * (b - a)) / w
+            p[:, 1] = (c + p[:, 1] * (d - c)) / h
+            p[:, 2] *= (b - a) / w
+            rows.append(p)
+    return np.stack(rows) if rows else np.empty((0, 33, 4), np.float32)
 
 
 # --------------------------------------------------------------------------------------------- parallel
@@ -387,6 +449,7 @@ def _chunk_main(argv: list[str]) -> int:
         return 2
     np.savez(
         out / "raw.tmp.npz", landmarks=raw.landmarks, detected=raw.detected, motion=raw.motion,
+        thumbs=raw.thumbs, people_frames=raw.people.frames, people_boxes=raw.people.boxes,
         meta=np.array([raw.fps, raw.width, raw.height, raw.announced], np.float64),
     )
     (out / "raw.tmp.npz").replace(out / "raw.npz")
@@ -399,6 +462,7 @@ def _read_chunk(out: Path) -> _RawPose:
         return _RawPose(
             landmarks=d["landmarks"], detected=d["detected"], motion=d["motion"],
             fps=float(fps), width=int(width), height=int(height), announced=int(announced),
+            thumbs=d["thumbs"], people=PeopleChecks(d["people_frames"], d["people_boxes"]),
         )
 
 

@@ -577,11 +577,168 @@ def m010_shots(conn: sqlite3.Connection) -> None:
 
 
 # Migration slots of session 4, in this order (a migration's number is its place in the file).
-# @slot m011_cues
-# @slot m012_assisted_labels
-# @slot m013_run_registry
-# @slot m014_people
-# @slot m015_scale
+@migration
+def m011_cues(conn: sqlite3.Connection) -> None:
+    """A coaching cue per criterion (issue 12): what a coach says to the athlete when it fails. The shipped cues
+    of the catalogue's criteria are written as rubric events (a `describe` whose detail holds `cue`)."""
+    _script(conn, "ALTER TABLE criteria ADD COLUMN cue TEXT NOT NULL DEFAULT ''")
+    shipped = {(ex.name, c.name): c.cue for ex in catalogue.EXERCISES for c in ex.criteria if c.cue}
+    for exercise, name in conn.execute("SELECT exercise, name FROM criteria ORDER BY exercise, position, id").fetchall():
+        if (exercise, name) in shipped:
+            _record_rubric(conn, exercise, name, "describe", {"cue": shipped[exercise, name]}, "catalogue")
+
+
+@migration
+def m012_assisted_labels(conn: sqlite3.Connection) -> None:
+    """Model-assisted labelling (issue 12): what the model said of a clip when it was labelled, whether the coach
+    saw it before the verdict, and the project's assisted-labelling setting as events."""
+    _script(
+        conn,
+        """
+        -- JSON {run_id, p_incorrect, verdict, failed} of the model's opinion at labelling time (NULL: none existed)
+        ALTER TABLE label_events ADD COLUMN prediction TEXT;
+        -- 1: the opinion was on screen before the verdict; 0: not (hidden, or "decide first"); NULL: not recorded
+        ALTER TABLE label_events ADD COLUMN prediction_shown INTEGER;
+        CREATE TABLE project_settings (                -- append-only: per name, the last row's value counts
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,                        -- e.g. "assist_mode"
+            value TEXT,                                -- NULL: the setting withdrawn (back to its default)
+            annotator TEXT NOT NULL,                   -- who set it
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX project_settings_name ON project_settings(name, id)
+        """,
+    )
+
+
+@migration
+def m013_run_registry(conn: sqlite3.Connection) -> None:
+    """Runs as a registry (issue 12): a name and a note per run, as events (the run folder is never rewritten)."""
+    _script(
+        conn,
+        """
+        CREATE TABLE run_names (                       -- append-only: per run, its last row's name and note count
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL,                      -- a folder name of runs/ (the run may since be deleted)
+            name TEXT NOT NULL DEFAULT '',             -- untrusted text, one line
+            note TEXT NOT NULL DEFAULT '',             -- untrusted text
+            annotator TEXT NOT NULL,                   -- who named it
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX run_names_run ON run_names(run_id, id)
+        """,
+    )
+
+
+@migration
+def m014_people(conn: sqlite3.Connection) -> None:
+    """Replays point at the span they repeat; how each video's people were handled (issue 15)."""
+    _script(
+        conn,
+        """
+        -- a replay's earlier footage [source_start, source_end); NULL for other reasons
+        ALTER TABLE flagged_spans ADD COLUMN source_start INTEGER;
+        ALTER TABLE flagged_spans ADD COLUMN source_end INTEGER;
+        CREATE TABLE video_people (                    -- one row per video ingested after this migration
+            video_id TEXT PRIMARY KEY REFERENCES videos(id),
+            athlete_rule TEXT NOT NULL,                -- curation.people.RULES: how the athlete was chosen
+            athlete_x REAL,                            -- the clicked point of the "click" rule (normalised)
+            athlete_y REAL,
+            split TEXT,                                -- "vertical" / "horizontal" split screen found, or NULL
+            split_at REAL,                             -- the seam's position, 0..1
+            side TEXT                                  -- the side of a split screen this video is, or NULL
+        )
+        """,
+    )
+
+
+@migration
+def m015_scale(conn: sqlite3.Connection) -> None:
+    """Derived tables that keep the counts and the current labels fast at 100,000 clips (issue 13).
+
+    label_current holds each annotator's current label per clip (the event current_labels returns) and
+    clip_labels each clip's votes and adjudication (what consensus_labels decides by). Both are refreshed clip
+    by clip by triggers on every write that can change them (a label event or its undo, a clip's frames or
+    exercise, a clip edit: see _on_frames), whichever process writes, so a verdict costs one clip's refresh
+    and reading them is a scan of a small table instead of a ranking of every label event.
+    """
+    _script(
+        conn,
+        """
+        CREATE TABLE label_current (                   -- derived from label_events and clips (triggers below)
+            event_id INTEGER PRIMARY KEY,              -- the annotator's current verdict event on the clip
+            clip_id TEXT NOT NULL,
+            annotator TEXT NOT NULL,
+            verdict TEXT NOT NULL                      -- correct or incorrect
+        );
+        CREATE INDEX label_current_clip ON label_current(clip_id, annotator);
+        CREATE TABLE clip_labels (                     -- derived from label_current and label_events (triggers)
+            clip_id TEXT PRIMARY KEY,
+            correct INTEGER NOT NULL,                  -- current correct verdicts (one per annotator at most)
+            incorrect INTEGER NOT NULL,
+            adjudicated INTEGER NOT NULL,              -- 1: a lead's adjudication on the present frames stands
+            label TEXT                                 -- consensus: the adjudication, else the majority, else NULL
+        )
+        """,
+    )
+    _refresh_labels(conn)
+    triggers = {
+        "clip_labels_clip_insert": f"AFTER INSERT ON clips BEGIN {_label_refresh('NEW.id')} END",
+        "clip_labels_clip_update": "AFTER UPDATE OF id, start_frame, end_frame, exercise ON clips BEGIN "
+                                   f"{_label_refresh('OLD.id')} {_label_refresh('NEW.id')} END",
+        "clip_labels_clip_delete": f"AFTER DELETE ON clips BEGIN {_label_refresh('OLD.id')} END",
+    }
+    for table in ("label_events", "clip_edits"):
+        for when, rows in (("INSERT", ("NEW",)), ("DELETE", ("OLD",)), ("UPDATE", ("OLD", "NEW"))):
+            body = " ".join(_label_refresh(f"{r}.clip_id") for r in rows)
+            if table == "label_events":  # an undo changes the clip of the event it takes back
+                body += " ".join(_label_refresh(f"(SELECT u.clip_id FROM label_events u WHERE u.id = {r}.undoes)")
+                                 for r in rows)
+            triggers[f"clip_labels_{table}_{when.lower()}"] = f"AFTER {when} ON {table} BEGIN {body} END"
+    for name, body in triggers.items():
+        conn.execute(f"CREATE TRIGGER {name} {body}")
+
+
+def _current_select(where: str) -> str:
+    """SQL: the label_current rows (event_id, clip_id, annotator, verdict) of the clips `where` selects (on
+    label event e and its clip c): each annotator's latest correct/incorrect verdict, not undone, on the present
+    frames. Without a WITH clause: SQLite refuses one in a trigger."""
+    return (f"SELECT id, clip_id, annotator, verdict FROM (SELECT e.id, e.clip_id, e.annotator, e.verdict, "
+            "row_number() OVER (PARTITION BY e.clip_id, e.annotator ORDER BY e.id DESC) AS rn "
+            "FROM label_events e JOIN clips c ON c.id = e.clip_id "
+            f"WHERE {where} AND e.kind = 'verdict' AND e.verdict IN ('correct', 'incorrect') "
+            "AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id) "
+            f"AND {_on_frames('e', 'c')}) WHERE rn = 1")
+
+
+def _clip_labels_select(where: str) -> str:
+    """SQL: the clip_labels rows of the clips `where` selects (on clip c), from label_current."""
+    adjudication = ("(SELECT e.verdict FROM label_events e WHERE e.clip_id = c.id AND e.kind = 'adjudication' "
+                    "AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id) "
+                    f"AND {_on_frames('e', 'c')} ORDER BY e.id DESC LIMIT 1)")
+    adjudicated = adjudication.replace("SELECT e.verdict", "SELECT 1", 1)
+    return ("SELECT id, correct, incorrect, adjudicated, CASE WHEN adjudicated THEN adjudication "
+            "WHEN correct > incorrect THEN 'correct' WHEN incorrect > correct THEN 'incorrect' END FROM ("
+            "SELECT c.id, "
+            "(SELECT count(*) FROM label_current k WHERE k.clip_id = c.id AND k.verdict = 'correct') AS correct, "
+            "(SELECT count(*) FROM label_current k WHERE k.clip_id = c.id AND k.verdict = 'incorrect') AS incorrect, "
+            f"EXISTS {adjudicated} AS adjudicated, {adjudication} AS adjudication FROM clips c WHERE {where})")
+
+
+def _label_refresh(clip: str) -> str:
+    """SQL statements (for a trigger body) recomputing label_current and clip_labels of clip `clip`."""
+    return (f"DELETE FROM label_current WHERE clip_id = {clip}; "
+            f"INSERT INTO label_current {_current_select(f'e.clip_id = {clip}')}; "
+            f"DELETE FROM clip_labels WHERE clip_id = {clip}; "
+            f"INSERT INTO clip_labels {_clip_labels_select(f'c.id = {clip}')};")
+
+
+def _refresh_labels(conn: sqlite3.Connection) -> None:
+    """Recompute label_current and clip_labels of every clip from the events."""
+    conn.execute("DELETE FROM label_current")
+    conn.execute("DELETE FROM clip_labels")
+    conn.execute(f"INSERT INTO label_current {_current_select('1')}")
+    conn.execute(f"INSERT INTO clip_labels {_clip_labels_select('1')}")
 
 
 def _script(conn: sqlite3.Connection, sql: str) -> None:
@@ -713,9 +870,10 @@ def find_video(project: Project, source_key: str) -> dict | None:
 
 def add_video(project: Project, video: dict, clips: list[dict],
               removed: list[tuple[int, int, str]] = (), cuts: list[int] = (),
-              flagged: list[tuple[int, int, str]] = ()) -> None:
-    """Insert a video, all its clips, the spans the trim removed and flagged (start, end, reason) and its shot
-    cuts (first frames of new shots) in one transaction: a killed worker leaves either all or nothing."""
+              flagged: list[tuple] = (), people: dict | None = None) -> None:
+    """Insert a video, all its clips, the spans the trim removed and flagged (start, end, reason[, source_start,
+    source_end] for a replay) and its shot cuts (first frames of new shots) and how its people were handled
+    (a video_people row) in one transaction: a killed worker leaves either all or nothing."""
     stamp = now()
     with connect(project) as db, transaction(db) as conn:
         if video.get("exercise"):
@@ -725,8 +883,10 @@ def add_video(project: Project, video: dict, clips: list[dict],
         _insert(conn, "trim_spans", [{"video_id": video["id"], "start_frame": int(a), "end_frame": int(b),
                                       "reason": why} for a, b, why in removed])
         _insert(conn, "shot_cuts", [{"video_id": video["id"], "frame": int(f)} for f in sorted(set(cuts))])
-        _insert(conn, "flagged_spans", [{"video_id": video["id"], "start_frame": int(a), "end_frame": int(b),
-                                         "reason": why} for a, b, why in flagged])
+        _insert(conn, "flagged_spans", [{"video_id": video["id"], "start_frame": int(f[0]), "end_frame": int(f[1]),
+                                         "reason": f[2], **_replay_source(f)} for f in flagged])
+        if people is not None:
+            _insert(conn, "video_people", [{"video_id": video["id"], **people}])
 
 
 def add_clips(project: Project, clips: list[dict], events: list[dict],
@@ -823,6 +983,7 @@ def _event_row(event: dict, stamp: str) -> dict:
         "start_frame": event.get("start_frame"),
         "end_frame": event.get("end_frame"),
         "exercise": event.get("exercise"),
+        **_prediction_cells(event),
     }
 
 
@@ -850,7 +1011,9 @@ def add_label_event(project: Project, event: dict) -> int | None:
     """Append one label event; returns its id, or None when its request_id was already recorded.
 
     The event records the frames and exercise it judged: those given (start_frame, end_frame, exercise: what
-    the coach was shown), else the clip's now.
+    the coach was shown), else the clip's now. Model-assisted labelling adds `prediction` (the model's opinion
+    of the clip when it was labelled: run_id, p_incorrect, verdict, failed; None when there was none) and
+    `prediction_shown` (whether the coach saw it before the verdict): see _prediction_cells.
     """
     annotator = (event.get("annotator") or "").strip()
     if not annotator:
@@ -867,10 +1030,10 @@ def add_label_event(project: Project, event: dict) -> int | None:
         cur = conn.execute(
             "INSERT OR IGNORE INTO label_events (clip_id, annotator, kind, verdict, undoes, criteria, joints_engaged, "
             "angular_sensitivity, range_of_motion, balance_demand, note, seconds, request_id, created_at, "
-            "start_frame, end_frame, exercise) "
+            "start_frame, end_frame, exercise, prediction, prediction_shown) "
             "VALUES (:clip_id, :annotator, :kind, :verdict, :undoes, :criteria, :joints_engaged, :angular_sensitivity, "
             ":range_of_motion, :balance_demand, :note, :seconds, :request_id, :created_at, "
-            ":start_frame, :end_frame, :exercise)",
+            ":start_frame, :end_frame, :exercise, :prediction, :prediction_shown)",
             _event_row({**event, **rows[0], **shown, "annotator": annotator}, stamp),
         )
         return cur.lastrowid if cur.rowcount else None
@@ -892,12 +1055,8 @@ _CURRENT_SQL = f"""
 def current_labels(project: Project) -> list[dict]:
     """Each annotator's current label per clip: their latest correct/incorrect verdict not undone, among those
     made on the clip's present frames and exercise (see second_looks for the others)."""
-    with connect(project) as db:
-        rows = _rows(db.conn, _CURRENT_SQL)
-    for r in rows:
-        r["criteria"] = json.loads(r["criteria"])
-        del r["rn"]
-    return rows
+    with connect(project) as db:  # m015's label_current: _CURRENT_SQL kept by triggers, clip by clip
+        return _current_rows(db.conn)
 
 
 def clips_labelled_since(project: Project, since: str) -> set[str]:
@@ -931,16 +1090,23 @@ def consensus_labels(project: Project) -> dict[str, dict]:
     Criteria verdicts follow the same rule, criterion by criterion, among the annotators who gave one.
     `source` says which: "adjudication" or "majority".
     """
-    by_clip: dict[str, list[dict]] = {}
-    for row in current_labels(project):
-        by_clip.setdefault(row["clip_id"], []).append(row)
+    # Votes from m015's clip_labels, criteria from the current labels that mark any: not a read of every label.
+    with connect(project) as db:
+        counted = db.conn.execute("SELECT clip_id, correct, incorrect FROM clip_labels "
+                                  "WHERE correct + incorrect > 0 ORDER BY clip_id").fetchall()
+        marked = db.conn.execute("SELECT k.clip_id, e.criteria FROM label_current k CROSS JOIN label_events e "
+                                 "ON e.id = k.event_id WHERE e.criteria != '{}' ORDER BY k.clip_id, k.annotator")
+        marks_of: dict[str, list[dict]] = {}
+        for clip_id, text in marked:
+            marks_of.setdefault(clip_id, []).append(json.loads(text))
     out: dict[str, dict] = {}
-    for clip_id, rows in by_clip.items():
-        votes = {lab: sum(r["verdict"] == lab for r in rows) for lab in LABELS}
+    for clip_id, correct, incorrect in counted:
+        votes = {"correct": correct, "incorrect": incorrect}
         label = None if votes["correct"] == votes["incorrect"] else max(votes, key=votes.get)
         criteria: dict[str, str] = {}
-        for name in sorted({n for r in rows for n in r["criteria"]}):
-            marks = [r["criteria"][name] for r in rows if r["criteria"].get(name) in ("pass", "fail")]
+        rows = marks_of.get(clip_id, [])
+        for name in sorted({n for r in rows for n in r}):
+            marks = [r[name] for r in rows if r.get(name) in ("pass", "fail")]
             if marks and marks.count("pass") != marks.count("fail"):
                 criteria[name] = max(("pass", "fail"), key=marks.count)
         out[clip_id] = {"label": label, "votes": votes, "criteria": criteria, "source": "majority"}
@@ -970,6 +1136,17 @@ def last_event(project: Project, clip_id: str, annotator: str) -> dict | None:
             (clip_id, annotator),
         )
     return rows[0] if rows else None
+
+
+def events_by_request(project: Project, request_ids: list[str]) -> dict[str, dict]:
+    """The label events recorded under these request ids, by request id (the Label page's outbox: which of the
+    verdicts a browser sent are saved, and which event an undo of one takes back)."""
+    if not request_ids:
+        return {}
+    with connect(project) as db:
+        rows = _rows(db.conn, "SELECT id, clip_id, annotator, kind, request_id FROM label_events WHERE request_id IN "
+                     "(SELECT value FROM json_each(?))", (json.dumps(list(request_ids)),))
+    return {r["request_id"]: r for r in rows}
 
 
 # ---------------------------------------------------------------- annotators and the labelling queue
@@ -1082,6 +1259,17 @@ def next_listed_clip(project: Project, annotator: str, clip_ids: list[str], skip
     return rows[0]
 
 
+def upcoming_listed_clips(project: Project, annotator: str, clip_ids: list[str], skip_judged: bool = True,
+                          limit: int = 4) -> list[dict]:
+    """The first `limit` clips next_listed_clip would hand out from a ranked list, in its order, without claiming
+    them (the Label page's browser holds them ready and claims them with hold_clips)."""
+    stamp = datetime.now(timezone.utc).timestamp()
+    params = {"ids": json.dumps(list(clip_ids)), "me": annotator, "now": stamp, "skip_judged": skip_judged,
+              "limit": limit}
+    with connect(project) as db:
+        return _rows(db.conn, _LISTED_SQL, params)
+
+
 def upcoming_clips(project: Project, annotator: str, exercise: str | None = None, current: str | None = None,
                    limit: int = 2) -> list[dict]:
     """The clips next_clip would hand out after `current`, without claiming them (to prepare them ahead)."""
@@ -1094,6 +1282,20 @@ def upcoming_clips(project: Project, annotator: str, exercise: str | None = None
 def release_claims(project: Project, annotator: str) -> None:
     with connect(project) as db, transaction(db) as conn:
         conn.execute("DELETE FROM claims WHERE annotator = ?", (annotator,))
+
+
+def hold_clips(project: Project, annotator: str, clip_ids: list[str], claim_seconds: float = CLAIM_SECONDS) -> None:
+    """Claim these clips for this coach in place of their other claims: the clips a browser holds ready (the one
+    on screen and the next few) go to other coaches last. A claim steers, it does not lock (see next_clip): the
+    first clip (the one on screen) is claimed like next_clip's; the others only where no other coach holds them."""
+    stamp = datetime.now(timezone.utc).timestamp()
+    ids = list(dict.fromkeys(clip_ids))
+    with connect(project) as db, transaction(db) as conn:
+        conn.execute("DELETE FROM claims WHERE annotator = ? OR expires_at < ?", (annotator, stamp))
+        if ids:
+            conn.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (ids[0], annotator, stamp + claim_seconds))
+        conn.executemany("INSERT OR IGNORE INTO claims VALUES (?, ?, ?)",
+                         [(c, annotator, stamp + claim_seconds) for c in ids[1:]])
 
 
 def clip_exercises(project: Project) -> list[str]:
@@ -1223,25 +1425,9 @@ def merge_clips(project: Project, first_id: str, second_id: str, annotator: str)
 def stats(project: Project) -> dict:
     """Counts of `python -m curation stats`: videos, clips, labelled, and per exercise clips and labelled;
     excluded clips are counted apart (excluded), not in the others."""
-    consensus = consensus_labels(project)
-    with connect(project) as db:
-        videos = db.conn.execute("SELECT count(*) FROM videos").fetchone()[0]
-        clips = _rows(db.conn, "SELECT id, exercise FROM clips WHERE active "
-                               "AND id NOT IN (SELECT clip_id FROM excluded_clips)")
-        excluded = db.conn.execute("SELECT count(*) FROM clips WHERE active "
-                                   "AND id IN (SELECT clip_id FROM excluded_clips)").fetchone()[0]
-    per: dict[str, dict[str, int]] = {}
-    for clip in clips:
-        entry = per.setdefault(clip["exercise"], {"clips": 0, "labelled": 0})
-        entry["clips"] += 1
-        entry["labelled"] += int(clip["id"] in consensus)
     return {
-        "videos": videos,
-        "clips": len(clips),
-        "labelled": sum(e["labelled"] for e in per.values()),
-        "per_exercise": dict(sorted(per.items())),
-        "excluded": excluded,  # active clips left out of the dataset (not counted in clips)
-        **dataset_statistics(project, consensus),  # new keys only (issue 9): the keys above keep their meaning
+        **project_counts(project),
+        **dataset_statistics(project),  # new keys only (issue 9): the keys above keep their meaning
     }
 
 
@@ -1656,14 +1842,15 @@ def coach_complexity(project: Project, clip_ids: list[str] | None = None) -> dic
 
 # The rubric of an exercise is the replay of its rubric events (undone ones skipped); the criteria rows and
 # exercises.joints hold the replay's result so that every other query reads them directly.
-_CRITERIA_SQL = ("SELECT exercise, name, title, description, position, retired FROM criteria WHERE {where} "
+_CRITERIA_SQL = ("SELECT exercise, name, title, description, cue, position, retired FROM criteria WHERE {where} "
                  "ORDER BY exercise, position, id")
 
 
 def _criterion(row: dict) -> dict:
     """A criterion as pages use it: `name` is the key labels store, `title` what a coach reads."""
     return {"name": row["name"], "title": row["title"] or row["name"].replace("_", " "),
-            "description": row["description"], "position": row["position"], "retired": bool(row["retired"])}
+            "description": row["description"], "cue": row.get("cue") or "", "position": row["position"],
+            "retired": bool(row["retired"])}
 
 
 def _one_line(text: str | None, limit: int) -> str:
@@ -1697,12 +1884,12 @@ def _replay(events: list[dict]) -> tuple[list[str] | None, dict[str, dict], list
             description = detail["description"]
         elif e["action"] == "add":
             crits[key] = {"title": detail.get("title", ""), "description": detail.get("description", ""),
-                          "retired": False}
+                          "cue": detail.get("cue", ""), "retired": False}
             order = [k for k in order if k != key] + [key]
         elif key in crits and e["action"] == "rename":
             crits[key]["title"] = detail["title"]
-        elif key in crits and e["action"] == "describe":
-            crits[key]["description"] = detail["description"]
+        elif key in crits and e["action"] == "describe":  # the description, the coaching cue (m011) or both
+            crits[key].update({k: detail[k] for k in ("description", "cue") if k in detail})
         elif key in crits and e["action"] in ("retire", "restore"):
             crits[key]["retired"] = e["action"] == "retire"
         elif e["action"] == "reorder":
@@ -1726,13 +1913,15 @@ def _materialise_rubric(conn: sqlite3.Connection, exercise: str) -> None:
     named = {e["criterion"] for e in events if e["criterion"]}
     position = {key: i for i, key in enumerate(order)}
     for key in sorted(named):
-        c = crits.get(key, {"title": "", "description": "", "retired": True})
+        c = crits.get(key, {"title": "", "description": "", "cue": "", "retired": True})
         values = (c["title"], c["description"], position.get(key, len(order)), int(c["retired"]), exercise, key)
         cur = conn.execute("UPDATE criteria SET title = ?, description = ?, position = ?, retired = ? "
                            "WHERE exercise = ? AND name = ?", values)
         if not cur.rowcount:
             conn.execute("INSERT INTO criteria (title, description, position, retired, exercise, name) "
                          "VALUES (?, ?, ?, ?, ?, ?)", values)
+        if _has_cue_column(conn):  # the migrations before m011 replay rubrics too, without the column
+            conn.execute("UPDATE criteria SET cue = ? WHERE exercise = ? AND name = ?", (c["cue"], exercise, key))
 
 
 def _record_rubric(conn: sqlite3.Connection, exercise: str, criterion: str | None, action: str, detail: dict,
@@ -2054,42 +2243,42 @@ def _summary(values: list[float]) -> dict:
             "median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def dataset_statistics(project: Project, consensus: dict[str, dict] | None = None) -> dict:
+def dataset_statistics(project: Project) -> dict:
     """The tables published exercise-video datasets report, for the Statistics tab and `curation stats`.
 
     Per exercise and class: videos, clips, labelled clips and frames; durations (video and clip seconds),
     resolutions and frame rates; person and trimmed shares per video and overall; complexity per exercise
     (automatic: the clips' index; coaches': the index of coach_complexity), each the mean over the clips;
-    coaches' seconds per verdict (every verdict event, skips included). consensus: consensus_labels() when the
-    caller has it already.
+    coaches' seconds per verdict (every verdict event, skips included). Labels: consensus_labels', read from
+    m015's clip_labels.
     """
-    consensus = consensus_labels(project) if consensus is None else consensus
     coaches = coach_complexity(project)
     with connect(project) as db:
         videos = _rows(db.conn, "SELECT id, exercise, frames, fps, width, height, person_share, athlete, channel_id "
                        "FROM videos ORDER BY id")
-        clips = _rows(db.conn, "SELECT id, video_id, exercise, start_frame, end_frame, fps, complexity FROM clips "
-                      "WHERE active AND id NOT IN (SELECT clip_id FROM excluded_clips)")
+        clips = db.conn.execute("SELECT c.id, c.exercise, c.end_frame - c.start_frame, c.fps, c.complexity, l.label "
+                                "FROM clips c LEFT JOIN clip_labels l ON l.clip_id = c.id "
+                                "WHERE c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips)").fetchall()
         timing = _rows(db.conn, "SELECT verdict, seconds FROM label_events WHERE kind = 'verdict' AND seconds IS NOT "
                        "NULL AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL)")
-    exercise_of = {c["id"]: c["exercise"] for c in clips}
+    exercise_of = {c[0]: c[1] for c in clips}
     per: dict[str, dict] = {}
 
     def entry(exercise: str) -> dict:
-        return per.setdefault(exercise, {
-            "videos": 0, "clips": 0, "frames": 0, "labelled": 0, "labelled_frames": 0, "seconds": 0.0,
-            "per_class": {lab: {"clips": 0, "frames": 0} for lab in LABELS},
-            "complexity_auto": [], "complexity_coach": []})
+        if exercise not in per:  # not setdefault: its default would be built for each of 100,000 clips
+            per[exercise] = {"videos": 0, "clips": 0, "frames": 0, "labelled": 0, "labelled_frames": 0,
+                             "seconds": 0.0, "per_class": {lab: {"clips": 0, "frames": 0} for lab in LABELS},
+                             "complexity_auto": [], "complexity_coach": []}
+        return per[exercise]
 
     for v in videos:
         entry(v["exercise"] or "unknown")["videos"] += 1
-    for c in clips:
-        e, n = entry(c["exercise"]), c["end_frame"] - c["start_frame"]
+    for _, exercise, n, fps, complexity, label in clips:
+        e = entry(exercise)
         e["clips"] += 1
         e["frames"] += n
-        e["seconds"] += n / c["fps"]
-        e["complexity_auto"].append(c["complexity"])
-        label = (consensus.get(c["id"]) or {}).get("label")
+        e["seconds"] += n / fps
+        e["complexity_auto"].append(complexity)
         if label in LABELS:
             e["labelled"] += 1
             e["labelled_frames"] += n
@@ -2110,7 +2299,7 @@ def dataset_statistics(project: Project, consensus: dict[str, dict] | None = Non
         "per_class": {lab: {"clips": sum(e["per_class"][lab]["clips"] for e in per.values()),
                             "frames": sum(e["per_class"][lab]["frames"] for e in per.values())} for lab in LABELS},
         "video_seconds": _summary([v["frames"] / v["fps"] for v in videos if v["fps"]]),
-        "clip_seconds": _summary([(c["end_frame"] - c["start_frame"]) / c["fps"] for c in clips]),
+        "clip_seconds": _summary([c[2] / c[3] for c in clips]),
         "resolutions": _counts(f"{v['width']}x{v['height']}" for v in videos),
         "fps": _counts(f"{v['fps']:g}" for v in videos),
         "athletes": len({v["athlete"] for v in videos if v["athlete"]}),
@@ -2356,7 +2545,295 @@ def flagged_spans(project: Project, video_id: str) -> list[dict]:
 
 # Query sections of session 4 (each stream writes under its own marker).
 # @section cues (m011)
+
+CUE_LIMIT = 160  # characters of a cue: one short sentence a coach says during a set
+
+
+def _has_cue_column(conn: sqlite3.Connection) -> bool:
+    return any(r[1] == "cue" for r in conn.execute("PRAGMA table_info(criteria)"))
+
+
+def set_cue(project: Project, exercise: str, key: str, cue: str, annotator: str) -> int | None:
+    """Write a criterion's coaching cue (one line, at most CUE_LIMIT characters; '' for none) as a rubric event
+    (a `describe` whose detail holds `cue`: undoable like any rubric change); returns its id, None when the
+    cue is unchanged."""
+    cue = _one_line(cue, CUE_LIMIT)
+    with connect(project) as db, transaction(db) as conn:
+        row = _criterion_row(conn, exercise, key)
+        if cue == row["cue"]:
+            return None
+        return _record_rubric(conn, exercise, key, "describe", {"cue": cue}, annotator)
+
+
+def cues_of(project: Project, exercise: str) -> dict[str, str]:
+    """criterion key -> coaching cue ('' where none) of an exercise's active criteria, in the rubric's order."""
+    return {c["name"]: c["cue"] for c in criteria_of(project, exercise)}
 # @section assisted labelling (m012)
+
+PREDICTION_FIELDS = ("run_id", "p_incorrect", "verdict", "failed")  # what a label event keeps of an opinion
+
+
+def _prediction_cells(event: dict) -> dict:
+    """A label event's prediction (compact JSON of PREDICTION_FIELDS, or NULL) and prediction_shown (1, 0, or NULL
+    when not recorded) cells. Refuses a malformed opinion and one said to be shown that is not recorded."""
+    prediction, shown = event.get("prediction"), event.get("prediction_shown")
+    if shown is not None and not isinstance(shown, (bool, int)):
+        raise StoreError("prediction_shown must be true or false")
+    flag = None if shown is None else int(bool(shown))
+    if prediction is None:
+        if flag:
+            raise StoreError("a prediction shown to the coach must be recorded with the label (prediction is None)")
+        return {"prediction": None, "prediction_shown": flag}
+    if not isinstance(prediction, dict):
+        raise StoreError("prediction must be a dict of run_id, p_incorrect, verdict, failed (or None)")
+    p, failed = prediction.get("p_incorrect"), prediction.get("failed") or []
+    if not (isinstance(prediction.get("run_id"), str) and isinstance(p, (int, float)) and not isinstance(p, bool)
+            and 0 <= p <= 1 and prediction.get("verdict") in LABELS and isinstance(failed, (list, tuple))
+            and all(isinstance(name, str) for name in failed)):
+        raise StoreError("prediction needs run_id (text), p_incorrect (0-1), verdict (correct or incorrect) and "
+                         "failed (a list of criterion names)")
+    cell = {"run_id": prediction["run_id"], "p_incorrect": float(p), "verdict": prediction["verdict"],
+            "failed": list(failed)}
+    return {"prediction": json.dumps(cell, sort_keys=True), "prediction_shown": flag}
+
+
+def assisted_verdicts(project: Project) -> list[dict]:
+    """Every coach's correct/incorrect verdict that was not undone (imports and adjudications left out), oldest
+    first: id, clip_id, annotator, verdict, seconds, created_at, prediction (the model's opinion then, a dict of
+    PREDICTION_FIELDS, or None) and prediction_shown (True, False, or None when not recorded)."""
+    with connect(project) as db:
+        rows = _rows(db.conn, "SELECT id, clip_id, annotator, verdict, seconds, created_at, prediction, "
+                              "prediction_shown FROM label_events WHERE kind = 'verdict' AND verdict IN ('correct', "
+                              f"'incorrect') AND annotator != 'import' AND {_NOT_UNDONE} ORDER BY id")
+    for r in rows:
+        r["prediction"] = json.loads(r["prediction"]) if r["prediction"] else None
+        r["prediction_shown"] = None if r["prediction_shown"] is None else bool(r["prediction_shown"])
+    return rows
+
+
+def clips_edited_since(project: Project, clip_ids: list[str], since: str) -> set[str]:
+    """Those of clip_ids with a clip edit (bounds, exercise, split, merge, an undo) after `since` (ISO time):
+    their frames may differ from what a run scored then."""
+    if not clip_ids:
+        return set()
+    stamp = datetime.fromisoformat(since).astimezone(timezone.utc).isoformat(timespec="microseconds")
+    marks = ", ".join("?" * len(clip_ids))
+    with connect(project) as db:
+        rows = db.conn.execute(f"SELECT DISTINCT clip_id FROM clip_edits WHERE created_at > ? AND clip_id IN ({marks})",
+                               [stamp, *clip_ids]).fetchall()
+    return {r[0] for r in rows}
+
+
+def add_setting(project: Project, name: str, value: str | None, annotator: str) -> dict:
+    """Append a project setting event (its value from now on; None withdraws it); returns the row written."""
+    if not (annotator or "").strip():
+        raise StoreError("say who changes the setting")
+    row = {"name": name, "value": value, "annotator": annotator.strip(), "created_at": now()}
+    with connect(project) as db, transaction(db) as conn:
+        _insert(conn, "project_settings", [row])
+    return row
+
+
+def setting_events(project: Project, name: str) -> list[dict]:
+    """The events of one project setting (id, name, value, annotator, created_at), oldest first."""
+    with connect(project) as db:
+        return _rows(db.conn, "SELECT * FROM project_settings WHERE name = ? ORDER BY id", (name,))
+
+
+def setting(project: Project, name: str) -> str | None:
+    """A project setting's value now: its last event's (None when never set or withdrawn)."""
+    with connect(project) as db:
+        row = db.conn.execute("SELECT value FROM project_settings WHERE name = ? ORDER BY id DESC LIMIT 1",
+                              (name,)).fetchone()
+    return row[0] if row else None
+
+
 # @section run registry (m013)
+
+
+def add_run_name(project: Project, run_id: str, name: str, note: str, annotator: str) -> dict:
+    """Append a naming event of a run (its name and note from now on); returns the row written."""
+    if not annotator.strip():
+        raise StoreError("say who names the run")
+    row = {"run_id": run_id, "name": name, "note": note, "annotator": annotator.strip(), "created_at": now()}
+    with connect(project) as db, transaction(db) as conn:
+        _insert(conn, "run_names", [row])
+    return row
+
+
+def run_name_events(project: Project, run_id: str | None = None) -> list[dict]:
+    """Naming events (id, run_id, name, note, annotator, created_at), oldest first; of one run when given."""
+    with connect(project) as db:
+        if run_id is None:
+            return _rows(db.conn, "SELECT * FROM run_names ORDER BY id")
+        return _rows(db.conn, "SELECT * FROM run_names WHERE run_id = ? ORDER BY id", (run_id,))
+
+
+def run_names(project: Project) -> dict[str, dict]:
+    """Per run id its last naming event (the one that counts)."""
+    with connect(project) as db:
+        rows = _rows(db.conn, "SELECT n.* FROM run_names n JOIN (SELECT max(id) AS id FROM run_names GROUP BY run_id)"
+                              " last ON last.id = n.id")
+    return {r["run_id"]: r for r in rows}
 # @section several people and replays (m014)
+
+
+def _replay_source(flagged: tuple) -> dict:
+    """The source_start, source_end columns of a flagged span given as (start, end, reason[, src_start, src_end])."""
+    return {"source_start": int(flagged[3]), "source_end": int(flagged[4])} if len(flagged) >= 5 else {}
+
+
+def flagged_details(project: Project, video_id: str) -> list[dict]:
+    """Flagged spans with, for a replay, the span it repeats (source_start, source_end; else absent)."""
+    with connect(project) as db:
+        rows = _rows(db.conn, "SELECT start_frame, end_frame, reason, source_start, source_end FROM flagged_spans "
+                              "WHERE video_id = ? ORDER BY start_frame, end_frame", (video_id,))
+    return [{k: v for k, v in r.items() if v is not None} for r in rows]
+
+
+def video_people(project: Project, video_id: str) -> dict | None:
+    """How a video's people were handled at ingest (athlete rule, split screen, side), or None (older videos)."""
+    with connect(project) as db:
+        rows = _rows(db.conn, "SELECT athlete_rule, athlete_x, athlete_y, split, split_at, side FROM video_people "
+                              "WHERE video_id = ?", (video_id,))
+    return rows[0] if rows else None
 # @section scale (m015)
+
+
+@memoised
+def project_counts(project: Project) -> dict:
+    """The counts of stats without its dataset statistics (the Home page's): videos, clips, labelled, per
+    exercise clips and labelled, excluded. Aggregates in SQL over m015's clip_labels: tens of milliseconds at
+    100,000 clips, where stats reads every clip."""
+    with connect(project) as db:
+        videos = db.conn.execute("SELECT count(*) FROM videos").fetchone()[0]
+        # Labelled: in consensus_labels (a current label or an adjudication).
+        per = {exercise: {"clips": clips, "labelled": labelled} for exercise, clips, labelled in db.conn.execute(
+            "SELECT q.exercise, count(*), coalesce(sum(l.correct + l.incorrect > 0 OR l.adjudicated), 0) "
+            "FROM clip_queue q LEFT JOIN clip_labels l ON l.clip_id = q.clip_id "
+            "WHERE q.active = 1 AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips) GROUP BY q.exercise")}
+        excluded = db.conn.execute("SELECT count(*) FROM clips WHERE active "
+                                   "AND id IN (SELECT clip_id FROM excluded_clips)").fetchone()[0]
+    return {
+        "videos": videos,
+        "clips": sum(e["clips"] for e in per.values()),
+        "labelled": sum(e["labelled"] for e in per.values()),
+        "per_exercise": dict(sorted(per.items())),
+        "excluded": excluded,  # active clips left out of the dataset (not counted in clips)
+    }
+
+
+# The Dataset page's label state of clip c with clip_labels l (clip_overview's "label"): the consensus label,
+# else disputed (both verdicts, no adjudication), else unlabelled.
+_STATE_SQL = ("coalesce(l.label, CASE WHEN l.correct > 0 AND l.incorrect > 0 THEN 'disputed' ELSE 'unlabelled' END)")
+_TABLE_FROM = ("FROM clips c LEFT JOIN clip_labels l ON l.clip_id = c.id LEFT JOIN videos v ON v.id = c.video_id "
+               "WHERE c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips)")
+
+
+def clip_table(project: Project, exercises: list[str] = (), states: list[str] = (), coach: str | None = None,
+               disagreement: bool = False, views: list[str] = (), complexity: tuple[float, float] | None = None,
+               complexity_by: str = "automatic", offset: int = 0, limit: int = 200) -> tuple[list[dict], int]:
+    """One page of dataset.clip_overview's rows (same columns and order) among the clips the filters keep, and
+    how many they keep: filtered in SQL over m015's clip_labels, so a page costs the same at 100,000 clips.
+
+    exercises, states (correct / incorrect / disputed / unlabelled), views (front / side / oblique / unknown):
+    any of them when given; coach: clips with a current label of theirs; disagreement: both verdicts and no
+    adjudication; complexity (lo, hi), inclusive, of the automatic index or of the coaches' (coach_complexity).
+    """
+    where, params = [], {"offset": offset, "limit": limit}
+    for name, values, column in (("exercises", exercises, "c.exercise"), ("states", states, _STATE_SQL),
+                                 ("views", views, "coalesce(c.view, 'unknown')")):
+        if values:
+            where.append(f"{column} IN (SELECT value FROM json_each(:{name}))")
+            params[name] = json.dumps(list(values))
+    if coach is not None:
+        where.append("c.id IN (SELECT clip_id FROM label_current WHERE annotator = :coach)")
+        params["coach"] = coach
+    if disagreement:
+        where.append("l.correct > 0 AND l.incorrect > 0 AND NOT l.adjudicated")
+    coaches_say = coach_complexity(project)
+    if complexity is not None:
+        params["lo"], params["hi"] = complexity
+        if complexity_by == "automatic":
+            where.append("c.complexity BETWEEN :lo AND :hi")
+        else:
+            where.append("c.id IN (SELECT value FROM json_each(:rated))")
+            params["rated"] = json.dumps([k for k, v in coaches_say.items()
+                                          if complexity[0] <= v["complexity"] <= complexity[1]])
+    sql_where = _TABLE_FROM + "".join(f" AND {w}" for w in where)
+    with connect(project) as db:
+        total = db.conn.execute(f"SELECT count(*) {sql_where}", params).fetchone()[0]
+        page = _rows(db.conn, f"SELECT c.id, c.exercise, c.video_id, v.id AS known, v.title, c.source, c.start_frame, c.end_frame, "
+                              f"c.fps, c.method, c.complexity, c.view, {_STATE_SQL} AS state, "
+                              "coalesce(l.adjudicated, 0) AS adjudicated, coalesce(l.correct, 0) AS correct, "
+                              f"coalesce(l.incorrect, 0) AS incorrect {sql_where} "
+                              "ORDER BY c.video_id, c.start_frame, c.id LIMIT :limit OFFSET :offset", params)
+        ids = json.dumps([r["id"] for r in page])
+        names: dict[str, list[str]] = {}
+        for clip_id, annotator in db.conn.execute("SELECT clip_id, annotator FROM label_current WHERE clip_id IN "
+                                                  "(SELECT value FROM json_each(?)) ORDER BY annotator", (ids,)):
+            names.setdefault(clip_id, []).append(annotator)
+    looks = second_looks(project, [r["id"] for r in page]) if page else {}
+    rows = [{
+        "clip_id": r["id"],
+        "exercise": r["exercise"],
+        "video": (r["title"] if r["known"] else "") if r["video_id"] else (r["source"] or "imported"),
+        "seconds": round((r["end_frame"] - r["start_frame"]) / r["fps"], 2),
+        "method": r["method"],
+        "label": r["state"],
+        "final": bool(r["adjudicated"]),
+        "correct_votes": r["correct"],
+        "incorrect_votes": r["incorrect"],
+        "disagreement": r["correct"] > 0 and r["incorrect"] > 0 and not r["adjudicated"],
+        "coaches": ", ".join(names.get(r["id"], [])),
+        "complexity": r["complexity"],
+        "coach_complexity": coaches_say.get(r["id"], {}).get("complexity"),
+        "view": r["view"],
+        "second_look": r["id"] in looks,
+    } for r in page]
+    return rows, total
+
+
+def label_balance(project: Project) -> list[dict]:
+    """Per exercise and label state (as clip_table's `label`), how many active, not excluded clips: the Dataset
+    page's class balance."""
+    with connect(project) as db:
+        return _rows(db.conn, f"SELECT c.exercise, {_STATE_SQL} AS label, count(*) AS clips {_TABLE_FROM} "
+                              "GROUP BY 1, 2 ORDER BY 1, 2")
+
+
+def dataset_exercises(project: Project) -> list[str]:
+    """The exercises of the active, not excluded clips (the Dataset page's filter)."""
+    with connect(project) as db:
+        return [r[0] for r in db.conn.execute("SELECT name FROM exercises e WHERE EXISTS (SELECT 1 FROM clip_queue q "
+                                              "WHERE q.active = 1 AND q.exercise = e.name AND q.clip_id NOT IN "
+                                              "(SELECT clip_id FROM excluded_clips)) ORDER BY name")]
+
+
+def _current_rows(conn: sqlite3.Connection, where: str = "1") -> list[dict]:
+    """current_labels' rows (label events, criteria decoded) of the label_current rows k that `where` keeps."""
+    rows = _rows(conn, "SELECT e.* FROM label_current k CROSS JOIN label_events e ON e.id = k.event_id "
+                       f"WHERE {where} ORDER BY k.clip_id, k.annotator")
+    for r in rows:
+        r["criteria"] = json.loads(r["criteria"]) if r["criteria"] != "{}" else {}  # most: no criteria marked
+    return rows
+
+
+def disputed_labels(project: Project) -> list[dict]:
+    """The current labels of the clips whose current labels hold both verdicts: what agreement.disagreements
+    needs of current_labels, without reading every label."""
+    with connect(project) as db:
+        return _current_rows(db.conn, "k.clip_id IN (SELECT clip_id FROM clip_labels "
+                                      "WHERE correct > 0 AND incorrect > 0)")
+
+
+def current_label_count(project: Project) -> int:
+    """len(current_labels(project)), counted."""
+    with connect(project) as db:
+        return db.conn.execute("SELECT count(*) FROM label_current").fetchone()[0]
+
+
+def judged_clip_ids(project: Project) -> set[str]:
+    """The clips with a current correct/incorrect label of any annotator (those in current_labels)."""
+    with connect(project) as db:
+        return {r[0] for r in db.conn.execute("SELECT clip_id FROM clip_labels WHERE correct + incorrect > 0")}

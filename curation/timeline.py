@@ -57,12 +57,17 @@ def video_timeline(project: Project, video_id: str) -> list[dict]:
 
 def ingest_spans(project: Project, video_id: str) -> dict:
     """What the ingest found in a video, as the ingest JSON gives it per source (design.md 4.2): `cuts` (first
-    frames of new shots), `removed` and `flagged` ([{start_frame, end_frame, reason}]) and `clip_bounds`
-    ([{start_frame, end_frame}] of the active clips). Frames end exclusive."""
+    frames of new shots), `removed` and `flagged` ([{start_frame, end_frame, reason}], a replay also with
+    source_start, source_end), `clip_bounds` ([{start_frame, end_frame}] of the active clips) and `people` (the
+    athlete rule, split screen and side of curation.people; None for videos ingested before). Frames end
+    exclusive."""
     return {
         "cuts": store.shot_cuts(project, video_id),
         "removed": store.removed_spans(project, video_id),
-        "flagged": store.flagged_spans(project, video_id),
+        # A replay also gives the span it repeats (source_start, source_end).
+        "flagged": store.flagged_details(project, video_id),
+        # How its people were handled: split screen found ("vertical"/"horizontal" and the seam), side ingested.
+        "people": store.video_people(project, video_id),
         "clip_bounds": [{"start_frame": c["start_frame"], "end_frame": c["end_frame"]}
                         for c in store.list_clips(project, video_id=video_id, include_excluded=True)],
     }

@@ -1,4 +1,4 @@
-"""Command line: `python -m model train|suggest|simulate|explain` (design.md 4.2), thin layers over model.train,
+"""Command line: `python -m model train|suggest|simulate|explain|assess` (design.md 4.2), thin layers over model.train,
 model.suggest and model.simulate."""
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     _simulate_options(sub)
     _explain_options(sub)
     _runs_options(sub)
+    _assess_options(sub)
     return parser
 
 
@@ -90,6 +91,16 @@ def _runs_options(sub) -> None:
                    help="end the standing promotion: the best run on the current labels scores again")
     p.add_argument("--by", default="command line", help="who promotes (recorded with the promotion)")
     p.add_argument("--note", default="", help="why (recorded with the promotion)")
+    p = sub.add_parser("name", parents=[common_options()],
+                       help="name and/or annotate a run (a new naming event: the last one counts)")
+    p.add_argument("run", metavar="RUN", help="a run id from `python -m model runs`")
+    p.add_argument("--name", help="a short name (at most 80 characters; \"\" clears it)")
+    p.add_argument("--note", help="a note on the run (at most 1000 characters; \"\" clears it)")
+    p.add_argument("--by", default="command line", help="who names it (recorded with the name)")
+    p = sub.add_parser("delete", parents=[common_options()],
+                       help="delete a run for good (its folder; recorded in the audit log); needs --yes")
+    p.add_argument("run", metavar="RUN", help="a run id from `python -m model runs`")
+    p.add_argument("--yes", action="store_true", help="confirm: the run's models and predictions cannot come back")
 
 
 def _explain_options(sub) -> None:
@@ -98,6 +109,16 @@ def _explain_options(sub) -> None:
                             "made the clip's out-of-fold prediction when the clip was evaluated)")
     p.add_argument("clip_id", metavar="CLIP_ID")
     p.add_argument("--run", help="explain with this run instead of the current one (promoted, else the best)")
+
+
+def _assess_options(sub) -> None:
+    p = sub.add_parser("assess", parents=[common_options()],
+                       help="judge each repetition of a new video (a file or an allowed link) with a run, without "
+                            "adding the video to the dataset")
+    p.add_argument("source", metavar="SOURCE", help="a video file, or a link from an allowed host")
+    p.add_argument("--exercise", required=True, help="the exercise the video shows (one of the catalogue's)")
+    p.add_argument("--run", help="judge with this run instead of the current one (promoted, else the best)")
+    p.add_argument("--keep", action="store_true", help="also add the video to the dataset (as ingest would)")
 
 
 def _fmt(value: float | None) -> str:
@@ -203,7 +224,11 @@ def _runs(project: Project, args: argparse.Namespace) -> tuple[object, int]:
         print("no finished runs yet")
     for r in listing["runs"]:
         print(f"{'*' if r['current'] else ' '} {r['run_id']}  {r['model']:<11} macro-F1 {_fmt(r['macro_f1'])}  "
+              f"bal. acc. {_fmt(r['balanced_accuracy'])}  AUC {_fmt(r['auc'])}  "
               f"{r['n_clips']} clips  {r['created_at'][:19]}  {r['split']}")
+        for what in ("name", "note"):
+            if r[what]:
+                print(f"    {what}: {' '.join(r[what].split())}")
     if listing["current"]:
         print(f"* scores suggestions: {listing['reason']}")
     return listing, 0
@@ -224,6 +249,33 @@ class PromoteUsage(ValueError):
     """`promote` with neither or both of RUN and --withdraw."""
 
 
+class RegistryUsage(ValueError):
+    """`name` without --name or --note, `delete` without --yes."""
+
+
+def _name(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from model.runs import name_run
+
+    if args.name is None and args.note is None:
+        raise RegistryUsage("give --name and/or --note (nothing was changed)")
+    event = name_run(project, args.run, args.by, args.name, args.note)
+    print(f"run {event['run_id']}: name {event['name']!r}, note {event['note']!r}")
+    return event, 0
+
+
+def _delete(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from curation.accounts import cli_actor
+    from model.choice import current
+    from model.runs import delete_run
+
+    if not args.yes:
+        raise RegistryUsage(f"deleting run {args.run} cannot be undone: add --yes to confirm (nothing was deleted)")
+    gone = delete_run(project, args.run, cli_actor())
+    chosen = current(project)
+    print(f"deleted run {gone['run_id']}; suggestions are now scored by {chosen.run_id or 'no run (cold start)'}")
+    return {"deleted": gone, "current": chosen.run_id, "reason": chosen.reason}, 0
+
+
 def _explain(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     from model.runs import explain_clip
 
@@ -239,20 +291,50 @@ def _explain(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     return why, 0
 
 
-COMMANDS = {"runs": _runs, "promote": _promote,
+def _assess(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from model.assess import assess_source
+
+    def progress(fraction: float, message: str = "") -> None:
+        print(f"\r{fraction:4.0%} {message[:60]:<60}", end="", file=sys.stderr, flush=True)
+
+    try:
+        result = assess_source(project, args.source, args.exercise, args.run, keep=args.keep, progress=progress)
+    finally:
+        print(file=sys.stderr)  # ends the progress line, so that a refusal is a line of its own
+    s = result.summary
+    tempo = "" if s["seconds_per_rep"] is None else f", {s['seconds_per_rep']:.1f} s per repetition"
+    print(f"{s['count']} repetitions of {result.exercise} judged by run {result.run_id}: {s['incorrect']} "
+          f"incorrect{tempo}")
+    for r in result.reps:
+        cues = f"  -> {'; '.join(r['cues'])}" if r["cues"] else ""
+        print(f"  {r['rep']:>2}. frames {r['start_frame']}-{r['end_frame']} ({r['seconds']:.1f} s): {r['verdict']} "
+              f"(p={r['p_incorrect']:.2f}){cues}")
+    for joint, a in s["asymmetry"].items():
+        print(f"  {joint}: left-right range {a['range_difference']:+.1f} degrees")
+    if result.kept:
+        print(f"added to the dataset: video {result.kept['video_id']}, {result.kept['clips']} clips"
+              + (" (already in the project)" if result.kept.get("existing") else ""))
+    # design.md 4.3: the JSON is the list of repetitions, in order.
+    return [{k: v for k, v in r.items() if k not in ("rep", "failed")} for r in result.reps], 0
+
+
+COMMANDS = {"runs": _runs, "assess": _assess, "promote": _promote, "name": _name, "delete": _delete,
             "train": _train, "suggest": _suggest, "simulate": _simulate, "explain": _explain}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from curation.pipeline import USER_ERRORS as INGEST_ERRORS
     from model.active import EmptyPool, PoolExhausted
-    from model.runs import ClipNotFound, RunNotFound, UnknownExercise
+    from model.assess import NoRepetition, UnknownExerciseName
+    from model.runs import ClipNotFound, RunNotFound, RunTextRefused, UnknownExercise
     from model.simulate import SimulationRefused
     from model.suggest import UnknownStrategy
     from model.train import BadRunConfig, TrainingRefused
 
     return run_command(build_parser().parse_args(argv), COMMANDS,
-                       (TrainingRefused, BadRunConfig, UnknownModel, SimulationRefused, EmptyPool, PoolExhausted,
-                        RunNotFound, UnknownStrategy, ClipNotFound, UnknownExercise, PromoteUsage))
+                       (*INGEST_ERRORS, NoRepetition, UnknownExerciseName, TrainingRefused, BadRunConfig, UnknownModel, SimulationRefused, EmptyPool, PoolExhausted,
+                        RunNotFound, UnknownStrategy, ClipNotFound, UnknownExercise, PromoteUsage,
+                        RunTextRefused, RegistryUsage))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from curation import store
 from curation.project import Project
 from model import runs
+from model.compare import auc
 from model.features import LABELS
 
 COVERAGE_SLACK = 0.9  # a run is "on the current labels" when it saw at least 90 % of what the best-covering run saw
@@ -126,10 +127,17 @@ def withdraw(project: Project, annotator: str, note: str = "") -> dict:
 
 
 def table(project: Project) -> dict:
-    """Every finished run with its key metrics and whether it is the current one, plus the choice's reason."""
+    """Every finished run, newest first, with its key metrics (macro_f1, balanced_accuracy, auc: ROC AUC of its
+    out-of-sample p, None with one class), its name and note (the last naming event, "" when never named) and
+    whether it is the current one; plus the choice's reason."""
     choice = current(project)
+    names = runs.run_names(project)
     rows = [{"run_id": r["run_id"], "model": r.get("model"), "split": r.get("split"), "macro_f1": r.get("macro_f1"),
-             "n_clips": r.get("n_clips"), "created_at": r["created_at"], "current": r["run_id"] == choice.run_id}
+             "balanced_accuracy": r.get("balanced_accuracy"),
+             "auc": r["auc"] if r.get("auc") is not None else auc(runs.read_oof(project, r["run_id"])),
+             "n_clips": r.get("n_clips"), "created_at": r["created_at"],
+             "name": names.get(r["run_id"], {}).get("name", ""), "note": names.get(r["run_id"], {}).get("note", ""),
+             "current": r["run_id"] == choice.run_id}
             for r in runs.list_runs(project)]
     return {"current": choice.run_id, "reason": choice.reason, "promoted": choice.promotion is not None,
             "runs": rows}

@@ -355,12 +355,14 @@ def group_of(clip: dict, video: dict | None, mode: str = "video") -> tuple[str, 
     return clip["group_name"] or clip["video_id"] or clip["id"], kind
 
 
-def load_clipset(project: Project, labelled_only: bool = True, group: str = "video") -> ClipSet:
+def load_clipset(project: Project, labelled_only: bool = True, group: str = "video",
+                 only: set[str] | None = None) -> ClipSet:
     """The project's active clips with their consensus labels, groups, frame rates and landmarks.
 
     labelled_only drops clips whose consensus label is None (unlabelled, or a tie between coaches not yet
     adjudicated); otherwise they are kept with label UNLABELLED. groups: group_of(clip, video, group).
     aspect = the frame's width / height (dataset.clip_aspect: an imported clip's own, else its video's, else 1).
+    only: these clips alone (a sample: their landmarks are read, no others').
     """
     consensus = store.consensus_labels(project)
     videos = {v["id"]: v for v in store.list_videos(project)}
@@ -370,6 +372,8 @@ def load_clipset(project: Project, labelled_only: bool = True, group: str = "vid
     # clip cost ~7 ms a clip on a 100 s video, seconds for a project of 1,000 clips.
     tracks: dict[str, np.ndarray] = {}
     for clip in store.list_clips(project):
+        if only is not None and clip["id"] not in only:
+            continue
         entry = consensus.get(clip["id"], {})
         label = entry.get("label")
         if label is None and labelled_only:

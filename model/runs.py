@@ -11,6 +11,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -327,8 +328,12 @@ def list_runs(project: Project) -> list[dict]:
     for folder in project.runs.iterdir():
         if not (folder.is_dir() and RUN_ID.match(folder.name) and is_finished(folder)):
             continue
-        meta = _read_json(folder / META)
-        out.append({**_read_json(folder / METRICS), "run_id": folder.name, "created_at": meta["created_at"],
+        try:
+            meta = _read_json(folder / META)
+            metrics = _read_json(folder / METRICS)
+        except FileNotFoundError:  # deleted (moved to the trash) while we listed: it is gone
+            continue
+        out.append({**metrics, "run_id": folder.name, "created_at": meta["created_at"],
                     "config": meta["config"], "data_hash": meta["data_hash"]})
     # Run ids start with the UTC time, so they break ties of created_at (whole seconds in older runs) in order.
     out.sort(key=lambda r: (r["created_at"], r["run_id"]), reverse=True)
@@ -366,6 +371,16 @@ def load_fold(project: Project, run_id: str, fold: int) -> Fitted | None:
     return Fitted(model, scaler, list(_read_json(folder / META)["exercises"]))
 
 
+def read_meta(project: Project, run_id: str) -> dict:
+    """A finished run's meta.json (config, data_hash, label_counts, code_version, exercises, ...)."""
+    return _read_json(_finished(project, run_id) / META)
+
+
+def read_metrics(project: Project, run_id: str) -> dict:
+    """A finished run's metrics.json (design.md 4.2 and 4.3 keys)."""
+    return _read_json(_finished(project, run_id) / METRICS)
+
+
 def read_oof(project: Project, run_id: str) -> pd.DataFrame:
     """A finished run's out-of-sample predictions: clip_id, exercise, group, y, p_incorrect, fold."""
     return pd.read_csv(_finished(project, run_id) / OOF, dtype={"clip_id": str, "exercise": str, "group": str})
@@ -378,6 +393,68 @@ def read_predictions(project: Project, run_id: str) -> dict[str, tuple[float, fl
         for row in csv.DictReader(fh):
             out[row["clip_id"]] = tuple(float(row[k]) if row[k] else math.nan for k in ("p_incorrect", "uncertainty"))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+
+NAME_CHARS, NOTE_CHARS = 80, 1000  # a run's name is a short label in tables and pickers; its note a few sentences
+TRASH = ".trash-"  # runs/.trash-<run id>-<random>: a deleted run on its way out, never a run name (RUN_ID)
+
+
+class RunTextRefused(ValueError):
+    """A run name or note that is too long."""
+
+
+def _clean(text: str, limit: int, what: str, lines: bool) -> str:
+    """Untrusted text as typed, minus control and format characters (bidi overrides can disguise text); a name on
+    one line. Refused, never cut, past `limit` characters."""
+    text = unicodedata.normalize("NFC", str(text or ""))
+    keep = "\n" if lines else ""
+    text = "".join(c if c in keep or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp") else " " for c in text)
+    text = "\n".join(" ".join(line.split()) for line in text.split("\n")).strip()
+    if len(text) > limit:
+        raise RunTextRefused(f"a run's {what} has at most {limit} characters (this one has {len(text)})")
+    return text
+
+
+def run_names(project: Project) -> dict[str, dict]:
+    """Per run id the name and note that count (the last naming event): name, note, annotator, created_at."""
+    return store.run_names(project)
+
+
+def name_run(project: Project, run_id: str, annotator: str, name: str | None = None, note: str | None = None) -> dict:
+    """Name and/or annotate a finished run (None keeps the present value): a new event in the store, the last one
+    counts; the run folder is never rewritten. Raises RunNotFound, RunTextRefused."""
+    _finished(project, run_id)
+    before = store.run_names(project).get(run_id, {})
+    name = before.get("name", "") if name is None else _clean(name, NAME_CHARS, "name", lines=False)
+    note = before.get("note", "") if note is None else _clean(note, NOTE_CHARS, "note", lines=True)
+    return store.add_run_name(project, run_id, name, note, annotator)
+
+
+def delete_run(project: Project, run_id: str, actor: str) -> dict:
+    """Delete a finished run for good, recorded in the audit log; returns what was deleted (run_id, model,
+    macro_f1, created_at, name). The folder is first renamed to a trash name (one atomic step: from then on the run
+    is neither listed nor loaded), then removed; a trash folder left by an interrupted removal goes at the next
+    deletion. A promotion of the run stays in the store's history; model.choice falls back from a gone run.
+    Raises RunNotFound."""
+    folder = _finished(project, run_id)
+    meta, metrics = _read_json(folder / META), _read_json(folder / METRICS)
+    trash = folder.with_name(f"{TRASH}{run_id}-{secrets.token_hex(3)}")
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:  # deleted by someone else meanwhile
+        raise RunNotFound(f"no finished run {run_id!r} in this project") from None
+    gone = {"run_id": run_id, "model": metrics.get("model"), "macro_f1": metrics.get("macro_f1"),
+            "created_at": meta.get("created_at"), "name": store.run_names(project).get(run_id, {}).get("name", "")}
+    try:
+        store.record_audit(project, actor, "run deleted", run_id, gone)
+    except BaseException:  # not recorded, not deleted: the run comes back as it was
+        os.rename(trash, folder)
+        raise
+    for leftover in project.runs.glob(f"{TRASH}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return gone
 
 
 def latest_run_id(project: Project) -> str | None:

@@ -17,6 +17,11 @@ MAX_UPLOAD_MB = min(500, int(st.get_option("server.maxUploadSize")))
 VIDEO_TYPES = ["mp4", "mov", "m4v", "avi", "mkv", "webm"]
 
 st.title("Add videos")
+ATHLETE_RULES = {"tracked": "the person the pose tracker follows", "largest": "the largest person",
+                 "most moving": "the person who moves most", "left": "the leftmost person",
+                 "right": "the rightmost person", "click": "the person nearest the point below"}
+SPLIT_SIDES = {None: "the whole picture", "left": "the left half", "right": "the right half",
+               "top": "the top half", "bottom": "the bottom half"}
 exercises = [e["name"] for e in store.list_exercises(project)]
 
 with st.form("ingest_form", clear_on_submit=True):
@@ -27,6 +32,17 @@ with st.form("ingest_form", clear_on_submit=True):
     uploads = st.file_uploader(f"…or upload video files (up to {MAX_UPLOAD_MB} MB each)", type=VIDEO_TYPES,
                                accept_multiple_files=True,
                                key="ingest_uploads")
+    with st.expander("Several people in the picture, split screens"):
+        athlete_rule = st.selectbox("Where several people are in the picture, the athlete is", ATHLETE_RULES,
+                                    format_func=ATHLETE_RULES.get, key="ingest_athlete_rule")
+        px, py = st.columns(2)
+        point_x = px.slider("…at this point: share of the width from the left", 0.0, 1.0, 0.5, 0.05,
+                            key="ingest_athlete_x")
+        point_y = py.slider("…and of the height from the top", 0.0, 1.0, 0.5, 0.05, key="ingest_athlete_y")
+        side = st.selectbox("Split screen: add this part of the picture as the video", SPLIT_SIDES,
+                            format_func=SPLIT_SIDES.get, key="ingest_side",
+                            help="Each side of a split screen can be added as a video of its own: add the "
+                                 "video once per side.")
     submitted = st.form_submit_button("Add videos", type="primary", disabled=not ui.can("lead"),
                                       help=None if ui.can("lead") else "Adding videos needs the lead role.")
 
@@ -52,6 +68,10 @@ if submitted:
     except BadConfiguration as exc:  # links cannot be checked until the setting is fixed; uploads can go on
         options, config_error = None, str(exc)
     busy = active_sources()
+    # How people are handled (curation.pipeline.PipelineOptions); a side of a split screen is its own video.
+    people = {"athlete": athlete_rule, "side": side,
+              "athlete_point": [point_x, point_y] if athlete_rule == "click" else None}
+    suffix_key = f"#{side}" if side else ""
     lines = [line.strip() for line in (urls or "").splitlines() if line.strip()]
     queued, refused = 0, []
     for line in lines:
@@ -64,11 +84,12 @@ if submitted:
         except UnsupportedSource as exc:
             refused.append((line, str(exc)))
             continue
-        if reason := already_added(url):  # a second click while the first job runs adds nothing
+        if reason := already_added(url + suffix_key):  # a second click while the first job runs adds nothing
             refused.append((line, reason))
             continue
-        jobs.submit(project, "ingest", {"source": url, "source_key": url, "exercise": exercise}, spawn=False)
-        busy.add(url)
+        jobs.submit(project, "ingest", {"source": url, "source_key": url + suffix_key, "exercise": exercise,
+                                        **people}, spawn=False)
+        busy.add(url + suffix_key)
         queued += 1
     for upload in uploads or []:
         if upload.size > MAX_UPLOAD_MB * 2**20:  # Streamlit's megabytes
@@ -77,14 +98,14 @@ if submitted:
         if upload.size == 0:
             refused.append((upload.name, "the file is empty"))
             continue
-        key = content_key(upload.getbuffer())
+        key = content_key(upload.getbuffer()) + suffix_key
         if reason := already_added(key):
             refused.append((upload.name, reason))
             continue
         # Saved in the job's own folder, which goes when the job ends (done, failed, cancelled or its worker
         # killed); named by the tool, never by the uploaded name (untrusted), which is kept as the title only.
         suffix = Path(upload.name).suffix.lower() if Path(upload.name).suffix.lower()[1:] in VIDEO_TYPES else ".bin"
-        jobs.submit(project, "ingest", {"source_key": key, "exercise": exercise, "title": upload.name},
+        jobs.submit(project, "ingest", {"source_key": key, "exercise": exercise, "title": upload.name, **people},
                     spawn=False, upload=(f"upload{suffix}", upload.getbuffer()))
         busy.add(key)
         queued += 1

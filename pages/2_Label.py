@@ -1,14 +1,15 @@
-"""Label: watch one repetition, press a key for correct or incorrect, tick the failed criteria; saved at once."""
+"""Label: watch one repetition, press a key for correct or incorrect, tick the failed criteria; the next clip is
+already there. The clip player, the keys and the next clips live in the browser (curation/labeller.js); this
+script saves the verdicts it sends (curation.labeller.save_outbox), refills the clips it holds, and lays out the
+rest of the page for the clip it reports on screen."""
 
-import time
 import uuid
 
 import streamlit as st
 
 import ui
-from curation import agreement, lineage, store
+from curation import agreement, labeller, lineage, store
 from curation.dataset import set_clip_bounds
-from curation.kinematics import COMPONENTS
 from model import active, quality, runs
 from model.suggest import suggest
 
@@ -37,18 +38,27 @@ with st.sidebar:
                     help="Suggested: the clips the latest model is least sure about. Check again: labels the "
                          "model contradicts. A second look adds a new label; nothing is overwritten.")
     show_skeleton = st.toggle("Skeleton overlay", value=True, key="label_skeleton")
+    assist_mode = ui.assist_control(project, coach) if hasattr(ui, "assist_control") else "off"
+    st.caption("Keys: Y correct · N incorrect · S skip · U undo · 1-9 (or the number) tick a criterion"
+               + (" · A accept the model's verdict" if assist_mode == "on" else "") + ". Verdicts are saved in the "
+               "background; the counter under the clip says how many are saved and how many on their way.")
 
 
-def show_next(clip_id: str | None) -> None:
-    """Make `clip_id` the clip on screen, with a fresh request id and clock (a new display)."""
-    state["label_clip"] = clip_id
-    state["label_request"] = uuid.uuid4().hex
-    state["label_shown_at"] = time.time()
-    state["label_n"] = state.get("label_n", 0) + 1
+def show(clip_id: str | None) -> None:
+    """Put this clip on screen (None: the first of the queue): the browser jumps to it at the next run."""
+    state["label_force"] = clip_id
+    state["label_jump"] = uuid.uuid4().hex
 
 
 LISTED = ("Label suggested clips", "Check again")
 SUGGESTED_BATCH = 20
+MESSAGES = {
+    "Label new clips": "Nothing left to label here: every clip has your verdict. Pick another exercise, or go to "
+                       "the Dataset page.",
+    "Label suggested clips": "Nothing left in this queue. Retrain to refresh it.",
+    "Check again": "No label left to check again: every doubted label has had a second look since the last run.",
+    "Settle disagreements": "No open disagreements: every clip two coaches judged differently has a final label.",
+}
 
 
 def listed_queue(mode: str) -> tuple[list[str], dict[str, str]]:
@@ -68,187 +78,146 @@ def listed_queue(mode: str) -> tuple[list[str], dict[str, str]]:
     return kept["ids"], kept["reasons"]
 
 
-# ------------------------------------------------------------------ pick the clip on screen
+# ------------------------------------------------------------------ save what the browser sent
+sync = ui.labeller_sync()
+kinds = {"verdict"} | ({"adjudication"} if is_lead and ui.can("lead") else set())
+saved = labeller.save_outbox(project, coach, sync.get("outbox") or [], kinds)
+on_way = labeller.pending_clips([e for e in sync.get("outbox") or [] if e.get("rid") not in saved["refused"]])
+if state.get("label_jump") and sync.get("jump") == state["label_jump"]:
+    state.pop("label_force", None)  # the browser has jumped: from now on it says which clip is on screen
+if state.get("label_for") != (coach, exercise, mode):  # another coach, exercise or queue: start at its head
+    state["label_for"] = (coach, exercise, mode)
+    show(None)
+if "label_jump" not in state:
+    show(None)
+
+# ------------------------------------------------------------------ the clips the browser holds
+head = st.container()  # messages above the labeller: the labeller itself keeps its place on every run
+reasons: dict[str, str] = {}
+queue: list[dict] = []
+ahead = labeller.WINDOW + 2 + len(on_way)
 if mode == "Settle disagreements":
-    labels = store.current_labels(project)
     settled = store.adjudications(project)
     clips_now = {c["id"]: c for c in store.list_clips(project, exercise=exercise)}
-    queue = [d for d in agreement.disagreements(labels) if d["clip_id"] in clips_now and d["clip_id"] not in settled]
-    if state.get("label_clip") not in {d["clip_id"] for d in queue}:
-        show_next(queue[0]["clip_id"] if queue else None)
-    if not queue:
-        st.success("No open disagreements: every clip two coaches judged differently has a final label.")
-        st.stop()
-    clip = clips_now[state["label_clip"]]
-    st.caption(f"{len(queue)} clip(s) with disagreeing coaches")
+    queue = [d for d in agreement.disagreements(store.current_labels(project))
+             if d["clip_id"] in clips_now and d["clip_id"] not in settled]
+    candidates = [clips_now[d["clip_id"]] for d in queue]
+    head.caption(f"{len(queue)} clip(s) with disagreeing coaches")
 elif mode in LISTED:
     try:
         ids, reasons = listed_queue(mode)
-    except (active.EmptyPool, active.PoolExhausted, quality.NoOutOfFoldPredictions) as exc:
-        st.info(str(exc))
-        st.stop()
-    if state.get("label_clip") not in ids or state.get("label_for") != (coach, exercise, mode):
-        clip = store.next_listed_clip(project, coach, ids, skip_judged=mode == "Label suggested clips")
-        if clip is None and mode == "Label suggested clips" and ids:  # this batch is done: the next one
+        candidates = store.upcoming_listed_clips(project, coach, ids, skip_judged=mode == "Label suggested clips",
+                                                 limit=ahead)
+        if not candidates and mode == "Label suggested clips" and ids and not on_way:  # batch done: the next one
             state.pop("label_batch", None)
-            try:
-                ids, reasons = listed_queue(mode)
-            except (active.EmptyPool, active.PoolExhausted) as exc:
-                st.success(str(exc))
-                st.stop()
-            clip = store.next_listed_clip(project, coach, ids)
-        state["label_for"] = (coach, exercise, mode)
-        show_next(clip["id"] if clip else None)
-    if state["label_clip"] is None:
-        st.success("Nothing left in this queue. Retrain to refresh it." if mode == "Label suggested clips" else
-                   "No label left to check again: every doubted label has had a second look since the last run.")
-        ui.retrain(project, "label")
-        st.stop()
-    clip = store.get_clip(project, state["label_clip"])
-    st.info(f"Why this clip: {reasons.get(clip['id'], '')}")
-    ui.retrain(project, "label")
+            ids, reasons = listed_queue(mode)
+            candidates = store.upcoming_listed_clips(project, coach, ids, limit=ahead)
+    except (active.EmptyPool, active.PoolExhausted, quality.NoOutOfFoldPredictions) as exc:
+        head.info(str(exc))
+        ids, candidates = [], []
 else:
-    clip = store.get_clip(project, state["label_clip"]) if state.get("label_clip") else None
-    if clip is None or not clip["active"] or state.get("label_for") != (coach, exercise):
-        clip = store.next_clip(project, coach, exercise)
-        state["label_for"] = (coach, exercise)
-        show_next(clip["id"] if clip else None)
+    candidates = store.upcoming_clips(project, coach, exercise, limit=ahead)
     done = store.progress_of(project, coach, exercise)
-    st.progress(done["judged"] / max(done["clips"], 1),
-                text=f"{done['judged']} of {done['clips']} clips judged by you")
-    if clip is None:
-        st.success("Nothing left to label here: every clip has your verdict. Pick another exercise, or go "
-                   "to the Dataset page.")
-        st.stop()
+    head.progress(done["judged"] / max(done["clips"], 1), text=f"{done['judged']} of {done['clips']} clips judged by you")
 
-n = state["label_n"]
-ex = exercises.get(clip["exercise"], {"criteria": [], "joints": []})
-video = store.get_video(project, clip["video_id"]) if clip["video_id"] else None
+allowed = {c["id"] for c in candidates}
+wanted = state["label_force"] if "label_force" in state else sync.get("showing") or state.get("label_clip")
+current = store.get_clip(project, wanted) if wanted else None
+if current is not None and not (current["active"] and current["id"] not in on_way and (
+        current["id"] in allowed or (mode == "Label new clips" and exercise in (None, current["exercise"])
+                                     and current["id"] not in store.excluded_clip_ids(project)))):
+    current = None  # gone from this queue (excluded, merged, settled, another exercise): the queue's head instead
+if current is None and wanted and "label_force" not in state:
+    show(None)
+held = labeller.window(current, candidates, on_way)
+clip = held[0] if held else None
+if clip is not None and clip["id"] != state.get("label_clip"):
+    state["label_n"] = state.get("label_n", 0) + 1
+state["label_clip"] = clip["id"] if clip else None
+n = state.get("label_n", 0)
+if held:
+    store.hold_clips(project, coach, [c["id"] for c in held])
+    ui.prepare_ahead(project, [c for c in candidates if c["id"] not in {h["id"] for h in held}][:2])
+else:
+    head.success(MESSAGES[mode])
+if mode in LISTED:
+    if clip is not None:
+        head.info(f"Why this clip: {reasons.get(clip['id'], '')}")
+    ui.retrain(project, "label")
 
-# ------------------------------------------------------------------ the clip
-st.caption(f"Clip {ui.md(clip['id'])} · {ui.md(clip['exercise'])} · frames {clip['start_frame']}-{clip['end_frame']} "
-           f"({(clip['end_frame'] - clip['start_frame']) / clip['fps']:.1f} s)"
-           + (f" · {clip['view']} view" if clip.get("view") else ""))
-if video and video["title"]:
-    st.text(f"From: {video['title']}")  # untrusted text: st.text renders neither HTML nor Markdown
-looks = store.second_looks(project, [clip["id"]]).get(clip["id"], [])
-if looks:
-    said = "; ".join(f"{ui.md(x['annotator'])} said {x['verdict']}"
-                     + (f" on clip {ui.md(x['from_clip'])}" if x["from_clip"] else
-                        f" on frames {x['start_frame']}-{x['end_frame']} ({ui.md(x['exercise'])})"
-                        if x["start_frame"] is not None else " before an edit")
-                     for x in looks)
-    st.warning(f"Needs a second look: the frames or the exercise changed since it was judged ({said}).", icon="🔁")
-left, right = st.columns([5, 2])
-with left:
-    screen = st.container()  # the player goes here, once the "Model's view" toggle under it is read
+# ------------------------------------------------------------------ the labeller (player, keys, verdict panel)
+surface = st.container()
+video = store.get_video(project, clip["video_id"]) if clip and clip["video_id"] else None
+if clip is not None:
+    if video and video["title"]:
+        st.text(f"From: {video['title']}")  # untrusted text: st.text renders neither HTML nor Markdown
+    looks = store.second_looks(project, [clip["id"]]).get(clip["id"], [])
+    if looks:
+        said = "; ".join(f"{ui.md(x['annotator'])} said {x['verdict']}"
+                         + (f" on clip {ui.md(x['from_clip'])}" if x["from_clip"] else
+                            f" on frames {x['start_frame']}-{x['end_frame']} ({ui.md(x['exercise'])})"
+                            if x["start_frame"] is not None else " before an edit")
+                         for x in looks)
+        st.warning(f"Needs a second look: the frames or the exercise changed since it was judged ({said}).", icon="🔁")
     overlay = ui.model_view(project, clip, f"label_model_view_{n}")  # {} (nothing computed) unless turned on
-    with screen:
-        ui.clip_player(project, clip, video, ex["joints"], show_skeleton, **overlay)
-    with st.expander("History of this clip"):
-        history = store.clip_history(project, clip["id"])
-        if history:
-            st.dataframe([{**{k: e[k] for k in ("created_at", "annotator", "kind", "verdict", "frames", "exercise",
-                                                "state", "clip_id", "note")},
-                           "criteria": ", ".join(f"{k}: {v}" for k, v in e["criteria"].items()),
-                           "complexity": ", ".join(f"{k}: {v:.2f}" for k, v in e["complexity"].items())}
-                          for e in history], hide_index=True)
-        else:
-            st.caption("No labels yet.")
+else:
+    overlay = {}
 
-# ------------------------------------------------------------------ the verdict
-with right:
-    if mode == "Settle disagreements":
-        votes = next(d for d in queue if d["clip_id"] == clip["id"])["votes"]
-        st.markdown("**Coaches said**")
-        st.dataframe([{"coach": who, "verdict": v} for who, v in votes.items()], hide_index=True)
-    undo_stack = state.setdefault("label_undo", [])
-    kind = "adjudication" if mode == "Settle disagreements" else "verdict"
-    # A form: ticking criteria, moving sliders and typing a note cause no rerun; a verdict sends them all.
-    with st.form(f"label_form_{n}", border=False):
-        failed = []
-        if ex["criteria"]:
-            keys = "1-9" if len(ex["criteria"]) <= 9 else f"type the number, 1-{len(ex['criteria'])}"
-            st.markdown(f"**Criteria that failed** (keys {keys})")
-            for i, crit in enumerate(ex["criteria"], start=1):  # every one: an unseen criterion is never judged
-                if st.checkbox(f"{i} · {ui.md(crit['title'])}", key=f"label_crit_{i}_{n}",
-                               help=ui.md(crit["description"]) or None):
-                    failed.append(crit["name"])
-        coaches_say = store.coach_complexity(project, [clip["id"]]).get(clip["id"], {})
-        with st.expander("Complexity (automatic estimate, adjust if needed)"):
-            auto_index = f"{clip['complexity']:.2f}" if clip["complexity"] is not None else "not measurable"
-            coach_index = (f"{coaches_say['complexity']:.2f} (median of {coaches_say['coaches']} coach(es))"
-                           if coaches_say else "none yet")
-            st.caption(f"Index: automatic {auto_index} · coaches {coach_index}. Only the components you move "
-                       "are saved as yours.")
-            components = {}
-            for name, title in COMPONENTS.items():
-                auto = clip.get(name)
-                start_at = float(auto) if auto is not None else 0.5
-                said = coaches_say.get(name)
-                moved = st.slider(title, 0.0, 1.0, start_at, 0.05, key=f"label_{name}_{n}",
-                                  help=(f"automatic {auto:.2f}" if auto is not None else "automatic: not measurable")
-                                  + (f" · coaches (median) {said:.2f}" if said is not None else ""))
-                # An untouched slider is no judgement: its pre-filled value is never stored as the coach's.
-                components[name] = moved if abs(moved - start_at) > 1e-9 else None
-        note = st.text_area("Note", key=f"label_note_{n}", max_chars=10_000, height=68)
-        b1, b2 = st.columns(2)
-        pressed = None
-        if b1.form_submit_button("Correct", key=f"label_correct_{n}", type="primary", shortcut="Y",
-                                 width="stretch"):
-            pressed = "correct"
-        if b2.form_submit_button("Incorrect", key=f"label_incorrect_{n}", type="primary", shortcut="N",
-                                 width="stretch"):
-            pressed = "incorrect"
-        if st.form_submit_button("Skip", key=f"label_skip_{n}", shortcut="S", width="stretch",
-                                 disabled=kind != "verdict"):
-            pressed = "skip"
+opinions = {}
+if held:
+    from model import assist
 
-    def verdict_event(verdict: str) -> dict:
-        names = [c["name"] for c in ex["criteria"]]
-        criteria = {c: "fail" for c in failed}
-        if verdict == "correct" or failed:  # an unticked box counts as passed only when the coach judged
-            criteria.update({c: "pass" for c in names if c not in failed})
-        return {"clip_id": clip["id"], "annotator": coach, "kind": kind, "verdict": verdict,
-                "criteria": criteria if verdict != "skip" else {}, "note": note,
-                "start_frame": clip["start_frame"], "end_frame": clip["end_frame"], "exercise": clip["exercise"],
-                "seconds": round(time.time() - state["label_shown_at"], 2),
-                "request_id": state["label_request"], **components}
+    opinions = assist.opinions(project, held)  # recorded with each verdict even when not shown
+have = set(sync.get("have") or [])
+cards, players = [], {}
+for i, c in enumerate(held):
+    ex = exercises.get(c["exercise"], {"criteria": [], "joints": []})
+    key = labeller.player_key(c, show_skeleton, explained=bool(overlay) and i == 0)
+    if key not in have:
+        v = video if i == 0 else (store.get_video(project, c["video_id"]) if c["video_id"] else None)
+        players[key], warning = labeller.player_page(project, c, v, ex["joints"], show_skeleton, ui.PLAYER_HEIGHT,
+                                                     **(overlay if i == 0 else {}))
+        if warning and i == 0:
+            head.warning(ui.md(warning))
+    cards.append(labeller.card(c, ex, key, opinions.get(c["id"])))
+with surface:
+    ui.labeller({
+        "store": f"formcheck:{project.root}:{coach}:",  # the outbox's localStorage prefix: this project, this coach
+        "kind": "adjudication" if mode == "Settle disagreements" else "verdict",
+        "assist": assist_mode, "queue": cards, "players": players, "jump": state["label_jump"],
+        "acked": saved["acked"], "refused": saved["refused"], "exhausted": len(candidates) < ahead,
+    })
+if saved["refused"]:
+    st.error("Not saved (the browser shows which): " + ui.md("; ".join(sorted(set(saved["refused"].values())))))
+if clip is None:
+    st.stop()
 
-    if st.button("Undo last verdict", key=f"label_undo_{n}", shortcut="U", disabled=not undo_stack,
-                 width="stretch"):
-        last_clip, last_event = undo_stack.pop()
-        store.add_label_event(project, {"clip_id": last_clip, "annotator": coach, "kind": "undo",
-                                        "undoes": last_event, "request_id": f"undo-{last_event}"})
-        state["label_toast"] = "Last verdict taken back: label that clip again."
-        show_next(last_clip)
-        st.rerun()
-    if pressed:
-        ui.require("lead" if kind == "adjudication" else "coach")
-        event_id = store.add_label_event(project, verdict_event(pressed))
-        if event_id is not None:  # None: this click was already recorded (a double click)
-            undo_stack.append((clip["id"], event_id))
-        state["label_toast"] = f"Saved: {pressed}" + (" (final)" if kind == "adjudication" else "")
-        state["label_clip"] = None
-        if mode == "Label new clips":
-            following = store.next_clip(project, coach, exercise)
-            show_next(following["id"] if following else None)
-        st.rerun()
+# ------------------------------------------------------------------ around the clip on screen
+if mode == "Settle disagreements":
+    votes = next(d for d in queue if d["clip_id"] == clip["id"])["votes"] if clip["id"] in allowed else {}
+    st.markdown("**Coaches said**")
+    st.dataframe([{"coach": who, "verdict": v} for who, v in votes.items()], hide_index=True)
+with st.expander("History of this clip"):
+    history = store.clip_history(project, clip["id"])
+    if history:
+        st.dataframe([{**{k: e[k] for k in ("created_at", "annotator", "kind", "verdict", "frames", "exercise",
+                                            "state", "clip_id", "note")},
+                       "criteria": ", ".join(f"{k}: {v}" for k, v in e["criteria"].items()),
+                       "complexity": ", ".join(f"{k}: {v:.2f}" for k, v in e["complexity"].items())}
+                      for e in history], hide_index=True)
+    else:
+        st.caption("No labels yet.")
+coaches_say = store.coach_complexity(project, [clip["id"]]).get(clip["id"], {})
+auto_index = f"{clip['complexity']:.2f}" if clip["complexity"] is not None else "not measurable"
+st.caption(f"Complexity index: automatic {auto_index} · coaches "
+           + (f"{coaches_say['complexity']:.2f} (median of {coaches_say['coaches']} coach(es))" if coaches_say
+              else "none yet"))
 
 if state.get("label_toast"):
     st.toast(state.pop("label_toast"), icon="✅")
 
-ui.shortcuts({str(i): f"label_crit_{i}_{n}" for i in range(1, len(ex["criteria"]) + 1)})
-
-if mode == "Label new clips":
-    ui.prepare_ahead(project, store.upcoming_clips(project, coach, exercise, current=clip["id"]))
-elif mode in LISTED:
-    after = ids[ids.index(clip["id"]) + 1:][:2] if clip["id"] in ids else []
-    ui.prepare_ahead(project, [c for c in (store.get_clip(project, i) for i in after) if c])
-
 # ------------------------------------------------------------------ boundaries
 with st.expander("Fix clip boundaries"):
-    limit = video["frames"] if video else None
     c1, c2, c3 = st.columns(3)
     start = c1.number_input("Start frame", 0, value=clip["start_frame"], step=1, key=f"label_start_{n}")
     end = c2.number_input("End frame", 1, value=clip["end_frame"], step=1, key=f"label_end_{n}")
@@ -256,7 +225,7 @@ with st.expander("Fix clip boundaries"):
         try:
             set_clip_bounds(project, clip, int(start), int(end), coach)
             state["label_toast"] = "Boundaries saved"
-            show_next(clip["id"])
+            show(clip["id"])
             st.rerun()
         except store.StoreError as exc:
             st.error(ui.md(exc))
@@ -266,7 +235,7 @@ with st.expander("Fix clip boundaries"):
     if s1.button("Split in two", key=f"label_split_{n}"):
         try:
             first, _ = lineage.split(project, clip["id"], int(at), coach)
-            show_next(first)
+            show(first)
             st.rerun()
         except store.StoreError as exc:
             st.error(ui.md(exc))
@@ -275,14 +244,14 @@ with st.expander("Fix clip boundaries"):
         if not siblings:
             st.error("This is the last clip of its video.")
         else:
-            show_next(lineage.merge(project, clip["id"], siblings[0]["id"], coach))
+            show(lineage.merge(project, clip["id"], siblings[0]["id"], coach))
             st.rerun()
     last_edit = store.undoable_edit(project, clip["id"])
     if st.button(f"Undo the last edit of this clip ({last_edit['action']} by {ui.md(last_edit['annotator'])})"
                  if last_edit else "Undo the last edit of this clip", key=f"label_undo_edit_{n}",
                  disabled=last_edit is None):
         try:
-            show_next(lineage.undo_edit(project, last_edit["id"], coach)["clip_id"])
+            show(lineage.undo_edit(project, last_edit["id"], coach)["clip_id"])
             state["label_toast"] = "Edit undone"
             st.rerun()
         except store.StoreError as exc:
@@ -301,7 +270,7 @@ with st.expander("Exclude, or change the exercise"):
         try:
             store.set_excluded(project, coach, True, reason, **target)
             state["label_toast"] = "Excluded: it leaves every queue, training run and export (restore below)"
-            state["label_clip"] = None
+            show(None)
             st.rerun()
         except store.StoreError as exc:
             st.error(ui.md(exc))
@@ -313,7 +282,7 @@ with st.expander("Exclude, or change the exercise"):
         try:
             store.change_exercise(project, new_exercise, coach, **target)
             state["label_toast"] = f"Now {ui.md(new_exercise)}: its earlier verdicts stay in the history"
-            show_next(clip["id"])
+            show(clip["id"])
             st.rerun()
         except store.StoreError as exc:
             st.error(ui.md(exc))

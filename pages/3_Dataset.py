@@ -14,8 +14,9 @@ import streamlit as st
 
 import ui
 from curation import agreement, store, timeline
-from curation.dataset import LAYOUTS, DatasetError, clip_overview, export_folder, import_zip
+from curation.dataset import LAYOUTS, DatasetError, export_folder, import_zip
 from curation.kinematics import ANGLES
+from model import assist
 
 st.set_page_config(page_title="Dataset · Formcheck", page_icon="🗂️", layout="wide")
 project = ui.project()
@@ -23,24 +24,21 @@ st.title("Dataset")
 
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def overview(version: tuple[int, int], _project=project) -> pd.DataFrame:
-    # Kept across reruns and sessions until a write changes the clips or labels (version: store.data_version):
-    # at 100,000 clips the table takes seconds to build.
-    return pd.DataFrame(clip_overview(_project))
+PAGE_ROWS = 200  # clips per page of the table: filtered and paged in SQL, the same cost at 100,000 clips
+COLUMNS = ["clip_id", "exercise", "video", "seconds", "method", "label", "final", "correct_votes", "incorrect_votes",
+           "disagreement", "coaches", "complexity", "coach_complexity", "view", "second_look"]
 
-
-rows = overview(store.data_version(project))
+counted = store.project_counts(project)["clips"]  # active clips, excluded ones left out (the table's)
 clips_tab, videos_tab, agree_tab, io_tab, stats_tab, catalogue_tab = st.tabs(
     ["Clips", "Videos", "Agreement", "Import / export", "Statistics", "Exercises & criteria"])
 
 # ------------------------------------------------------------------ clips
 with clips_tab:
-    if rows.empty:
+    if not counted:
         st.info("No clips yet: add videos on the Ingest page, import a dataset, or open the sample project from Home.")
     else:
         f1, f2, f3, f4 = st.columns(4)
-        chosen = f1.multiselect("Exercise", sorted(rows.exercise.unique()), key="dataset_exercise")
+        chosen = f1.multiselect("Exercise", store.dataset_exercises(project), key="dataset_exercise")
         states = f2.multiselect("Label", ["correct", "incorrect", "disputed", "unlabelled"], key="dataset_label")
         coach = f3.selectbox("Labelled by", ["(anyone)"] + [a["name"] for a in store.list_annotators(project)],
                              key="dataset_coach")
@@ -51,20 +49,18 @@ with clips_tab:
         lo, hi = g1.slider("Complexity index", 0.0, 1.0, (0.0, 1.0), 0.05, key="dataset_complexity")
         by = g2.radio("Complexity from", ["automatic", "coaches"], horizontal=True, key="dataset_complexity_by",
                       help="coaches: the median of the values coaches set on the Label page")
-        view = rows
-        if chosen:
-            view = view[view.exercise.isin(chosen)]
-        if states:
-            view = view[view.label.isin(states)]
-        if coach != "(anyone)":
-            view = view[view.coaches.str.split(", ").apply(lambda names: coach in names)]
-        if only_disagreement:
-            view = view[view.disagreement]
-        if views:
-            view = view[view["view"].fillna("unknown").isin(views)]
-        if (lo, hi) != (0.0, 1.0):
-            view = view[view["complexity" if by == "automatic" else "coach_complexity"].between(lo, hi)]
-        st.caption(f"{len(view)} of {len(rows)} clips · click a column header to sort")
+        filters = {"exercises": chosen, "states": states, "coach": None if coach == "(anyone)" else coach,
+                   "disagreement": only_disagreement, "views": views,
+                   "complexity": None if (lo, hi) == (0.0, 1.0) else (lo, hi), "complexity_by": by}
+        shown, matching = store.clip_table(project, **filters, limit=0)
+        pages = max(1, -(-matching // PAGE_ROWS))
+        page = st.number_input("Page", 1, pages, 1, key="dataset_page") if pages > 1 else 1
+        shown, matching = store.clip_table(project, **filters, offset=(min(page, pages) - 1) * PAGE_ROWS,
+                                           limit=PAGE_ROWS)
+        view = pd.DataFrame(shown, columns=COLUMNS)
+        st.caption(f"{matching} of {counted} clips" + (f" · page {page} of {pages} ({PAGE_ROWS} a page, in video "
+                                                       "order)" if pages > 1 else "")
+                   + " · click a column header to sort the page")
         st.dataframe(view, hide_index=True, width="stretch",
                      column_config={"complexity": st.column_config.NumberColumn(format="%.2f"),
                                     "coach_complexity": st.column_config.NumberColumn(format="%.2f"),
@@ -72,14 +68,15 @@ with clips_tab:
                                         help="labelled on other frames or another exercise: needs a second look")})
 
         st.subheader("Class balance per exercise")
-        balance = rows.groupby(["exercise", "label"]).size().reset_index(name="clips")
+        balance = pd.DataFrame(store.label_balance(project), columns=["exercise", "label", "clips"])
         st.plotly_chart(px.bar(balance, x="exercise", y="clips", color="label", barmode="stack",
                                color_discrete_map={"correct": "#2e7d32", "incorrect": "#c62828",
                                                    "disputed": "#f9a825", "unlabelled": "#9e9e9e"}),
                         width="stretch")
 
         st.subheader("Label history of a clip")
-        clip_id = st.selectbox("Clip", view.clip_id.tolist() or rows.clip_id.tolist(), key="dataset_history_clip")
+        clip_id = st.selectbox("Clip", view.clip_id.tolist() or [r["clip_id"] for r in store.clip_table(project)[0]],
+                               key="dataset_history_clip")
         history = store.label_history(project, clip_id)
         if history:
             for event in history:  # criteria named as in the rubric the label was made with
@@ -87,10 +84,14 @@ with clips_tab:
                 titles = {c["name"]: c["title"] for c in rubric["criteria"]}
                 event["rubric"] = rubric["version"]
                 event["criteria"] = ", ".join(f"{titles.get(k, k)}: {v}" for k, v in event["criteria"].items())
+                event["model"] = assist.describe_recorded(event)
             st.dataframe(pd.DataFrame(history)[["created_at", "annotator", "kind", "verdict", "criteria", "note",
-                                                "seconds", "rubric"]], hide_index=True, width="stretch",
+                                                "seconds", "model", "rubric"]], hide_index=True, width="stretch",
                          column_config={"rubric": st.column_config.NumberColumn(
-                             "rubric", help="version of the rubric the label was made with")})
+                             "rubric", help="version of the rubric the label was made with"),
+                             "model": st.column_config.TextColumn(
+                                 "model", help="the model's opinion when the label was given, and whether the "
+                                               "coach saw it before deciding")})
         else:
             st.caption("No label events for this clip yet.")
 
@@ -269,6 +270,60 @@ with agree_tab:
                                    for d in open_cases]), hide_index=True, width="stretch")
         st.caption("A lead coach settles these on the Label page (queue: Settle disagreements).")
 
+
+# ------------------------------------------------------------------ coaches and the model (assisted labelling)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def assist_figures(version: tuple[int, int], _project=project) -> dict:
+    # Kept until a write changes the label events (version: store.data_version), as the tables above.
+    return assist.report(_project)
+
+
+def _figure(value: float | None, n: int, enough: bool, fmt: str) -> str:
+    """A group's figure with its count, or plainly that the group is too small to read."""
+    if not n:
+        return "none"
+    if not enough:
+        return f"too few ({n} < {assist.MIN_GROUP})"
+    return f"{fmt.format(value)} (of {n})"
+
+
+with agree_tab:
+    st.subheader("Coaches and the model")
+    coaches_model = assist_figures(store.data_version(project))
+    groups = coaches_model["groups"]
+    if not any(g["verdicts"] for g in groups):
+        st.caption("No verdict yet for which the Label page recorded whether the model's opinion was shown.")
+    else:
+        st.caption("Agreement: the share of verdicts equal to the model's verdict recorded with them. Seconds: the "
+                   "median time per verdict. \"shown\": the coach saw the model's opinion before deciding (mode on); "
+                   "\"not shown\": off, decide first, or no model to ask.")
+        st.dataframe(pd.DataFrame([{
+            "coach": g["coach"], "model's opinion": "shown" if g["shown"] else "not shown", "verdicts": g["verdicts"],
+            "agreement": _figure(g["agreement"], g["with_prediction"], g["enough_agreement"], "{:.0%}"),
+            "median seconds": _figure(g["median_seconds"], g["timed"], g["enough_seconds"], "{:.1f} s"),
+        } for g in groups]), hide_index=True, width="stretch")
+        gap = coaches_model["gap"]
+        if gap["agreement"] is not None:
+            st.text(f"Over all coaches, agreement with the model is {gap['agreement']:+.0%} with its opinion shown "
+                    "than without (a large gap suggests coaches anchor on it).")
+        else:
+            st.text(f"Too few verdicts to compare agreement with the opinion shown and not shown: each needs at "
+                    f"least {assist.MIN_GROUP} verdicts with a recorded opinion.")
+        if gap["median_seconds"] is not None:
+            st.text(f"A verdict takes {gap['median_seconds']:+.1f} s (median) with the opinion shown than without.")
+        plotted = [g for g in groups if g["enough_agreement"]]
+        if plotted:
+            st.plotly_chart(px.bar(pd.DataFrame([{"coach": g["coach"], "agreement": g["agreement"],
+                                                  "opinion": "shown" if g["shown"] else "not shown"}
+                                                 for g in plotted]),
+                                   x="coach", y="agreement", color="opinion", barmode="group", height=300,
+                                   range_y=[0, 1]), width="stretch", key="dataset_assist_agreement")
+    if coaches_model["unrecorded"]:
+        st.caption(f"{coaches_model['unrecorded']} verdicts made before the Label page recorded the model's opinion "
+                   "are left out.")
+
 # ------------------------------------------------------------------ import / export
 with io_tab:
     st.subheader("Export")
@@ -276,7 +331,7 @@ with io_tab:
                "tables/ and files/ from which an empty project is rebuilt whole (README.md in the zip).")
     keep_excluded = st.checkbox("Keep excluded clips (marked by their reason in an `excluded` column)",
                                 key="dataset_zip_excluded")
-    if st.button("Prepare a .zip of the dataset", key="dataset_zip", disabled=rows.empty or not ui.can("admin"),
+    if st.button("Prepare a .zip of the dataset", key="dataset_zip", disabled=not counted or not ui.can("admin"),
                  help=None if ui.can("admin") else "Export needs the admin role."):
         ui.require("admin")
         with tempfile.TemporaryDirectory() as tmp:
@@ -375,7 +430,7 @@ with catalogue_tab:
         st.text(ex["description"])
         crits = store.criteria_of(project, rubric_for, include_retired=True)
         if crits:
-            st.dataframe(pd.DataFrame(crits)[["position", "title", "name", "description", "retired"]],
+            st.dataframe(pd.DataFrame(crits)[["position", "title", "name", "description", "cue", "retired"]],
                          hide_index=True, width="stretch",
                          column_config={"name": st.column_config.TextColumn("key", help="what labels store; "
                                                                                         "never changes")})
@@ -387,11 +442,15 @@ with catalogue_tab:
                                           key=f"dataset_rubric_title_{rubric_for}_{key}")
                 new_text = st.text_input("What the coach checks", crit["description"], max_chars=300,
                                          key=f"dataset_rubric_text_{rubric_for}_{key}")
+                new_cue = st.text_input("Coaching cue (what the athlete hears when it fails; shown by Assess)",
+                                        crit["cue"], max_chars=store.CUE_LIMIT,
+                                        key=f"dataset_rubric_cue_{rubric_for}_{key}")
                 if st.form_submit_button("Save name and description", disabled=not lead):
                     ui.require("lead")
                     try:
                         store.edit_criterion(project, rubric_for, key, ui.actor(), title=new_title,
                                              description=new_text)
+                        store.set_cue(project, rubric_for, key, new_cue, ui.actor())
                         st.rerun()
                     except store.StoreError as exc:
                         st.error(ui.md(exc))

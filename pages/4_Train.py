@@ -8,7 +8,7 @@ import streamlit as st
 
 import ui
 from curation import jobs, store
-from model import runs
+from model import choice, compare, runs
 from model.metrics import evaluate
 from model.features import GROUP_MODES
 from model.registry import MODELS
@@ -93,20 +93,110 @@ def live() -> None:
 
 live()
 
-# ------------------------------------------------------------------ runs
+# ------------------------------------------------------------------ runs: the registry
+if "train_flash" in st.session_state:  # what the last registry action did (said once, after its rerun)
+    st.success(st.session_state.pop("train_flash"))
 all_runs = runs.list_runs(project)
 if not all_runs:
     st.info("No runs yet." if not problem else "No runs yet: label more clips first.")
     st.stop()
 st.subheader("Runs")
-table = pd.DataFrame([{k: r.get(k) for k in ("run_id", "model", "split", "n_clips", "n_groups", "macro_f1",
-                                             "balanced_accuracy", "kappa", "ece", "train_seconds", "created_at")}
+registry = runs.run_names(project)
+chosen = choice.current(project)
+
+
+def run_label(rid: str) -> str:  # a picker option: plain text, never rendered as Markdown
+    name = registry.get(rid, {}).get("name")
+    return f"{rid} · {name}" if name else rid
+
+
+current_name = registry.get(chosen.run_id, {}).get("name") if chosen.run_id else None
+st.caption(f"Current model (used by Assess, model-assisted labelling and suggestions): **{ui.md(chosen.run_id)}**"
+           + (f" ({ui.md(current_name)})" if current_name else "") + f" — {ui.md(chosen.reason)}")
+table = pd.DataFrame([{"current": r["run_id"] == chosen.run_id, "name": registry.get(r["run_id"], {}).get("name", ""),
+                       **{k: r.get(k) for k in ("run_id", "model", "split", "n_clips", "n_groups", "macro_f1",
+                                                "balanced_accuracy", "kappa", "ece", "train_seconds", "created_at")},
+                       "note": registry.get(r["run_id"], {}).get("note", "")}
                       for r in all_runs])
 st.dataframe(table, hide_index=True, width="stretch",
-             column_config={k: st.column_config.NumberColumn(format="%.3f")
-                            for k in ("macro_f1", "balanced_accuracy", "kappa", "ece")})
-run_id = st.selectbox("Inspect run", table.run_id.tolist(), key="train_run")
+             column_config={"current": st.column_config.CheckboxColumn("current", help="the current model"),
+                            **{k: st.column_config.NumberColumn(format="%.3f")
+                               for k in ("macro_f1", "balanced_accuracy", "kappa", "ece")}})
+for key in ("train_run", "train_compare_a", "train_compare_b"):  # a pick of a run deleted since: pick again
+    if key in st.session_state and st.session_state[key] not in table.run_id.tolist():
+        del st.session_state[key]
+run_id = st.selectbox("Inspect run", table.run_id.tolist(), key="train_run", format_func=run_label)
 metrics = next(r for r in all_runs if r["run_id"] == run_id)
+named = registry.get(run_id, {})
+if named.get("name") or named.get("note"):
+    st.markdown(f"**{ui.md(named.get('name') or run_id)}** — named by {ui.md(named['annotator'])} on "
+                f"{named['created_at'][:16].replace('T', ' ')} UTC")
+    if named.get("note"):
+        st.text(named["note"])
+
+lead = ui.can("lead")
+with st.expander("Name, promote or delete this run", expanded=st.session_state.get("train_delete_pending") == run_id):
+    if not lead:
+        st.caption("Naming, promoting and deleting runs need the lead role.")
+    with st.form(f"train_name_form_{run_id}"):
+        new_name = st.text_input("Name", value=named.get("name", ""), max_chars=runs.NAME_CHARS,
+                                 key=f"train_name_{run_id}")
+        new_note = st.text_area("Note", value=named.get("note", ""), max_chars=runs.NOTE_CHARS,
+                                key=f"train_note_{run_id}")
+        save = st.form_submit_button("Save name and note", disabled=not lead)
+    if save:
+        ui.require("lead")
+        try:
+            runs.name_run(project, run_id, ui.actor(), new_name, new_note)
+        except (runs.RunNotFound, runs.RunTextRefused) as exc:
+            st.error(ui.md(exc))
+        else:
+            st.session_state["train_flash"] = f"Saved the name and note of run {run_id}."
+            st.rerun()
+    promoted_here = chosen.promotion is not None and chosen.run_id == run_id
+    p1, p2, p3 = st.columns(3)
+    if p1.button("Make this the current model", key="train_promote", disabled=not lead or promoted_here,
+                 help="Assess, model-assisted labelling and suggestions use it until another promotion or a "
+                      "withdrawal"):
+        ui.require("lead")
+        try:
+            choice.promote(project, run_id, ui.actor())
+        except runs.RunNotFound as exc:
+            st.error(ui.md(exc))
+        else:
+            st.session_state["train_flash"] = f"Run {run_id} is now the current model."
+            st.rerun()
+    if choice.standing_promotion(project) is not None and p2.button(
+            "Withdraw the promotion", key="train_withdraw", disabled=not lead,
+            help="the best run on the current labels becomes the current model again"):
+        ui.require("lead")
+        choice.withdraw(project, ui.actor())
+        st.session_state["train_flash"] = "Promotion withdrawn: the best run on the current labels is current."
+        st.rerun()
+    def ask_to_delete(rid: str = run_id) -> None:  # a callback: the question shows in the same rerun
+        if ui.can("lead"):
+            st.session_state["train_delete_pending"] = rid
+
+    p3.button("Delete this run…", key="train_delete", disabled=not lead, on_click=ask_to_delete)
+    if st.session_state.get("train_delete_pending") == run_id:
+        st.warning(f"Delete run {run_id}" + (f" ({ui.md(named['name'])})" if named.get("name") else "")
+                   + " for good? Its models, predictions and explanations go and cannot come back."
+                   + (" It is the current model: the best remaining run takes over." if run_id == chosen.run_id
+                      else ""))
+        yes, no = st.columns(2)
+        if yes.button("Yes, delete it", type="primary", key="train_delete_confirm", disabled=not lead):
+            ui.require("lead")
+            del st.session_state["train_delete_pending"]
+            try:
+                runs.delete_run(project, run_id, ui.actor())
+            except runs.RunNotFound as exc:
+                st.error(ui.md(exc))
+            else:
+                st.session_state["train_flash"] = f"Deleted run {run_id}."
+                st.rerun()
+        no.button("Cancel", key="train_delete_cancel",
+                  on_click=lambda: st.session_state.pop("train_delete_pending", None))
+
 st.caption(f"Split: {metrics['split']} — every number below is out-of-sample for its clip.")
 if st.button("Next: label the clips this model is least sure about, and check the labels it doubts", icon="🎯",
              key="train_to_suggest"):
@@ -216,3 +306,94 @@ else:
         st.warning("This clip is no longer in the project.")
     else:
         ui.explanation(project, run_id, clip)  # by the clip's fold model: its p is the out-of-fold p listed
+
+# ------------------------------------------------------------------ compare two runs
+if len(all_runs) >= 2:
+    st.subheader("Compare runs")
+    ids = table.run_id.tolist()
+    left, right = st.columns(2)
+    run_a = left.selectbox("Run A", ids, index=1, key="train_compare_a", format_func=run_label)
+    run_b = right.selectbox("Run B", ids, index=0, key="train_compare_b", format_func=run_label)
+    if run_a == run_b:
+        st.info("Pick two different runs to compare.")
+        st.stop()
+    try:
+        diff = compare.compare(project, run_a, run_b)
+    except runs.RunNotFound as exc:  # deleted by someone else since the list was read
+        st.error(ui.md(exc))
+        st.stop()
+    st.caption("Differences are B minus A.")
+    number = st.column_config.NumberColumn(format="%.3f")
+    signed = st.column_config.NumberColumn("B − A", format="%+.3f")
+
+    st.markdown("**Settings**")
+    every = st.toggle("Show every setting", key="train_compare_every_setting")
+    shown_settings = pd.DataFrame([s for s in diff.settings if every or not s["same"]],
+                                  columns=["setting", "a", "b", "same"])
+    if shown_settings.empty:
+        st.caption("Same settings and same data.")
+    else:
+        st.dataframe(shown_settings.rename(columns={"a": "A", "b": "B"}), hide_index=True, width="stretch")
+
+    st.markdown("**Labels**")
+    l1, l2, l3 = st.columns(3)
+    l1.metric("Clips only in A", len(diff.only_a))
+    l2.metric("Clips only in B", len(diff.only_b))
+    l3.metric("Label changed", len(diff.relabelled))
+    if diff.holdout_note:
+        st.caption(diff.holdout_note)
+    for title, rows in (("only in A", diff.only_a), ("only in B", diff.only_b),
+                        ("whose label changed between A and B", diff.relabelled)):
+        if rows:
+            with st.expander(f"Clips {title} ({len(rows)})"):
+                st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(diff.label_counts), hide_index=True, width="stretch")
+
+    st.markdown("**Metrics**")
+    st.dataframe(pd.DataFrame(diff.metrics).rename(columns={"a": "A", "b": "B"}), hide_index=True, width="stretch",
+                 column_config={"A": number, "B": number, "diff": signed})
+    ex_a, ex_b = st.columns(2)
+    with ex_a:
+        st.markdown("**Macro F1 per exercise**")
+        per_ex = pd.DataFrame(diff.per_exercise)
+        st.dataframe(per_ex, hide_index=True, width="stretch",
+                     column_config={"macro_f1_a": number, "macro_f1_b": number, "diff": signed})
+        bars = per_ex.melt(id_vars="exercise", value_vars=["macro_f1_a", "macro_f1_b"], var_name="run",
+                           value_name="macro_f1").replace({"run": {"macro_f1_a": "A", "macro_f1_b": "B"}})
+        st.plotly_chart(px.bar(bars, x="exercise", y="macro_f1", color="run", barmode="group", range_y=[0, 1],
+                               height=280), key="train_compare_per_exercise")
+    with ex_b:
+        st.markdown("**Per criterion**")
+        if diff.per_criterion:
+            st.dataframe(pd.DataFrame(diff.per_criterion).set_index("criterion"), width="stretch",
+                         column_config={k: signed if k.endswith("_diff") else number
+                                        for k in diff.per_criterion[0] if k.startswith(("auc", "f1"))})
+            st.caption("auc, f1: the criterion's own p(fail) model; auc_p_incorrect: p(incorrect) against the "
+                       "criterion's verdicts.")
+        else:
+            st.caption("No criterion verdicts in either run.")
+
+    cm_a, cm_b = st.columns(2)
+    labels_shown = diff.confusion["labels"]
+    for column, side, rid in ((cm_a, "a", run_a), (cm_b, "b", run_b)):
+        with column:
+            st.markdown(f"**Confusion matrix of {side.upper()}** ({ui.md(run_label(rid))})")
+            st.plotly_chart(px.imshow(np.array(diff.confusion[side]), x=[f"predicted {n}" for n in labels_shown],
+                                      y=labels_shown, text_auto=True, color_continuous_scale="Blues", height=280),
+                            key=f"train_compare_confusion_{side}")
+
+    st.markdown("**Clips whose verdict changed**")
+    st.caption(f"{len(diff.changed)} of the {diff.n_both} clips both runs judged (out-of-fold p where the clip was "
+               "in the run's evaluation, else its final model's), largest change of p(incorrect) first; right: "
+               "the run that agrees with the current label.")
+    if diff.changed:
+        changed = pd.DataFrame(diff.changed)
+        st.dataframe(changed, hide_index=True, width="stretch", column_config={"p_a": number, "p_b": number})
+        o1, o2 = st.columns([3, 1])
+        pick = o1.selectbox("Open a clip", changed.clip_id.tolist(), key="train_compare_clip")
+        by = o2.radio("Explained by", ["A", "B"], horizontal=True, key="train_compare_by")
+        clip = store.get_clip(project, pick)
+        if clip is None:
+            st.warning("This clip is no longer in the project.")
+        else:
+            ui.explanation(project, run_a if by == "A" else run_b, clip)

@@ -65,6 +65,12 @@ with right, st.form("admin_remove_form"):
             except (accounts.AccountError, store.StoreError, OSError) as exc:
                 st.error(f"Nothing changed: {ui.md(exc)}")
 
+st.subheader("Model-assisted labelling")
+st.caption("Whether coaches see the current model's opinion of a clip on the Label page: off, on (with the clip), "
+           "decide first (once their verdict is saved: research protocols that must avoid anchoring), or each coach "
+           "chooses. Leads set it on the Label page too; every change is kept with who made it.")
+ui.assist_project_setting(project, ui.actor(), key="admin_assist")
+
 st.subheader("Audit log")
 log = store.audit_log(project)
 if log:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import numpy as np
 import pytest
@@ -42,6 +43,39 @@ def button(at: AppTest, prefix: str):
     return next(b for b in at.button if b.key and b.key.startswith(prefix))
 
 
+def labeller_data(at: AppTest) -> dict:
+    """What the page gave the in-browser labeller in its last run (curation/labeller.js reads it)."""
+    [element] = at.get("bidi_component")
+    return json.loads(element.proto.json)
+
+
+def send(at: AppTest, outbox: list[dict], showing: str | None = None) -> None:
+    """One message of the labeller, as curation/labeller.js sends it: its whole outbox, the clip it shows now and
+    the jump it applied; then the run that message causes."""
+    at.session_state["label_surface"] = {"sync": {"outbox": outbox, "showing": showing,
+                                                  "jump": at.session_state["label_jump"]}}
+    at.run()
+    assert not at.exception, at.exception
+
+
+def entry(at: AppTest, verdict: str, failed=(), kind: str = "verdict", **extra) -> dict:
+    """The outbox entry the labeller makes when a key judges the clip on screen."""
+    card = labeller_data(at)["queue"][0]
+    assert card["id"] == at.session_state["label_clip"]  # the page and the labeller agree on the clip on screen
+    return {"rid": uuid.uuid4().hex, "type": "verdict", "kind": kind, "clip_id": card["id"], "verdict": verdict,
+            "names": [c["name"] for c in card["criteria"]], "failed": list(failed), "components": {}, "note": "",
+            "seconds": 1.25, "start_frame": card["start_frame"], "end_frame": card["end_frame"],
+            "exercise": card["exercise"], **extra}
+
+
+def judge(at: AppTest, verdict: str, failed=(), **extra) -> dict:
+    """A verdict key on the clip on screen: the entry goes out, and the labeller shows the next clip."""
+    sent = entry(at, verdict, failed, **extra)
+    nxt = labeller_data(at)["queue"][1:2]
+    send(at, [sent], showing=nxt[0]["id"] if nxt else None)
+    return sent
+
+
 def events_of(project: Project, coach: str) -> list[dict]:
     return [e for c in store.clip_ids(project) for e in store.label_history(project, c) if e["annotator"] == coach]
 
@@ -75,11 +109,9 @@ def test_an_empty_name_is_refused(sample):
 def test_a_verdict_lands_once_with_criteria_components_and_time(sample):
     at = page(LABEL, coach="kim")
     first = at.session_state["label_clip"]
-    crit = next(c for c in at.checkbox if c.key.startswith("label_crit_1_"))
-    crit.check()
-    button(at, "label_incorrect_").click()
-    at.run()
-    assert not at.exception
+    names = [c["name"] for c in labeller_data(at)["queue"][0]["criteria"]]
+    sent = judge(at, "incorrect", failed=names[:1])  # key 1 ticked the first criterion, then N
+    assert labeller_data(at)["acked"] == {sent["rid"]: events_of(sample, "kim")[0]["id"]}  # "saved" after the commit
     [event] = events_of(sample, "kim")
     assert (event["clip_id"], event["verdict"], event["kind"]) == (first, "incorrect", "verdict")
     assert "fail" in event["criteria"].values() and "pass" in event["criteria"].values()
@@ -87,28 +119,27 @@ def test_a_verdict_lands_once_with_criteria_components_and_time(sample):
     assert event["seconds"] >= 0 and all(event[c] is None for c in COMPONENTS)
     assert at.session_state["label_clip"] != first  # auto-advance
     at.run()  # a rerun (refresh of the same session) adds nothing
+    send(at, [sent], showing=at.session_state["label_clip"])  # nor the same outbox again (a reload, a second tab)
     assert len(events_of(sample, "kim")) == 1
 
 
 def test_a_repeated_request_is_recorded_once(sample):
     at = page(LABEL, coach="kim")
-    request = at.session_state["label_request"]
     clip = at.session_state["label_clip"]
-    button(at, "label_correct_").click()
-    at.run()
-    # The second click of a double click carries the same request as the first.
+    sent = judge(at, "correct")
+    send(at, [sent, sent])  # resent, even twice in one outbox: two tabs of one coach, a reload
+    # A verdict sent again carries the same request as the first.
     again = store.add_label_event(sample, {"clip_id": clip, "annotator": "kim", "verdict": "correct",
-                                           "request_id": request})
+                                           "request_id": sent["rid"]})
     assert again is None and len(events_of(sample, "kim")) == 1
 
 
 def test_undo_takes_the_verdict_back_as_a_new_event(sample):
     at = page(LABEL, coach="kim")
     first = at.session_state["label_clip"]
-    button(at, "label_correct_").click()
-    at.run()
-    button(at, "label_undo_").click()
-    at.run()
+    sent = judge(at, "correct")
+    # U: the labeller shows the clip again at once and sends an undo of that verdict behind it
+    send(at, [{"rid": f"undo-{sent['rid']}", "type": "undo", "undoes": sent["rid"], "clip_id": first}], showing=first)
     assert at.session_state["label_clip"] == first  # back on the clip to label it again
     kinds = [e["kind"] for e in events_of(sample, "kim")]
     assert kinds == ["verdict", "undo"]
@@ -118,9 +149,10 @@ def test_undo_takes_the_verdict_back_as_a_new_event(sample):
 def test_two_coaches_get_different_clips_and_keep_their_own_verdicts(sample):
     kim, lee = page(LABEL, coach="kim"), page(LABEL, coach="lee")
     assert kim.session_state["label_clip"] != lee.session_state["label_clip"]
+    # each holds a few clips ready in the browser: none of them is in the other's
+    assert not {c["id"] for c in labeller_data(kim)["queue"]} & {c["id"] for c in labeller_data(lee)["queue"]}
     clip = kim.session_state["label_clip"]
-    button(kim, "label_correct_").click()
-    kim.run()
+    judge(kim, "correct")
     store.add_label_event(sample, {"clip_id": clip, "annotator": "lee", "verdict": "incorrect"})
     mine = {r["annotator"]: r["verdict"] for r in store.current_labels(sample) if r["clip_id"] == clip}
     assert mine == {"kim": "correct", "lee": "incorrect"}
@@ -136,8 +168,8 @@ def test_a_lead_coach_settles_a_disagreement(sample):
     at.run()
     at.radio(key="label_mode").set_value("Settle disagreements").run()
     assert at.session_state["label_clip"] == clip
-    button(at, "label_incorrect_").click()
-    at.run()
+    assert labeller_data(at)["kind"] == "adjudication"
+    judge(at, "incorrect", kind="adjudication")
     assert store.consensus_labels(sample)[clip] | {"votes": None} == {
         "label": "incorrect", "votes": None, "criteria": {}, "source": "adjudication"}
     assert any("No open disagreements" in s.value for s in at.success)
@@ -289,11 +321,12 @@ def test_merging_two_clips_of_a_video_replaces_them_by_one(data_dir):
 
 def test_only_the_complexity_sliders_a_coach_moves_are_stored_as_theirs(sample):
     at = page(LABEL, coach="kim")
-    n = at.session_state["label_n"]
     clip = store.get_clip(sample, at.session_state["label_clip"])
-    at.slider(key=f"label_balance_demand_{n}").set_value(0.95 if (clip["balance_demand"] or 0) < 0.9 else 0.05)
-    button(at, "label_correct_").click()
-    at.run()
+    auto = {c["name"]: c["auto"] for c in labeller_data(at)["queue"][0]["components"]}
+    assert auto["balance_demand"] == clip["balance_demand"]  # the slider starts at the automatic value
+    # the labeller sends only the slider the coach moved (curation/labeller.js); nonsense values are dropped
+    judge(at, "correct", components={"balance_demand": 0.95 if (clip["balance_demand"] or 0) < 0.9 else 0.05,
+                                      "joints_engaged": "high", "range_of_motion": 7})
     [event] = events_of(sample, "kim")
     assert event["balance_demand"] in (0.95, 0.05)
     assert [event[c] for c in ("joints_engaged", "angular_sensitivity", "range_of_motion")] == [None] * 3
@@ -308,12 +341,9 @@ def test_every_criterion_of_an_exercise_is_shown_and_judged_beyond_nine(sample):
     names = [c["name"] for c in next(e for e in store.list_exercises(sample) if e["name"] == "squat")["criteria"]]
     assert len(names) == 12
     at = page(LABEL, coach="kim", label_exercise="squat")
-    n = at.session_state["label_n"]
-    boxes = [c for c in at.checkbox if c.key.startswith("label_crit_") and c.key.endswith(f"_{n}")]
-    assert len(boxes) == 12 and boxes[-1].label.startswith("12 · ")  # main showed the first 9
-    at.checkbox(key=f"label_crit_12_{n}").check()
-    button(at, "label_incorrect_").click()
-    at.run()
+    shown = labeller_data(at)["queue"][0]["criteria"]
+    assert [c["name"] for c in shown] == names  # every one, in order (an old page showed the first 9)
+    judge(at, "incorrect", failed=[names[11]])
     [event] = events_of(sample, "kim")
     assert event["criteria"][names[11]] == "fail"  # main recorded an unseen 12th criterion as "pass"
     assert set(event["criteria"]) == set(names) and list(event["criteria"].values()).count("fail") == 1
@@ -323,7 +353,8 @@ def test_a_clip_whose_frames_changed_asks_for_a_second_look_and_shows_where_its_
     clip = store.list_clips(sample, exercise="squat")[0]
     store.add_label_event(sample, {"clip_id": clip["id"], "annotator": "kim", "verdict": "incorrect"})
     set_clip_bounds(sample, clip, clip["start_frame"] + 2, clip["end_frame"], "lee")
-    at = page(LABEL, coach="kim", label_clip=clip["id"], label_for=("kim", None), label_n=1)
+    at = page(LABEL, coach="kim")
+    send(at, [], showing=clip["id"])  # the labeller says this clip is on screen: the page follows it
     assert at.session_state["label_clip"] == clip["id"]
     assert any("Needs a second look" in w.value and "kim said incorrect" in w.value for w in at.warning)
     history = at.dataframe[0].value

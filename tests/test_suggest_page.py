@@ -15,6 +15,7 @@ from model import choice, quality, runs
 from model.suggest import suggest
 from model.train import RunConfig, train_run
 from tests.conftest import flip_labels
+from tests.test_label import judge
 from tests.test_label import page as open_page
 
 SUGGEST, LABEL = "pages/5_Suggest.py", "pages/2_Label.py"
@@ -76,8 +77,7 @@ def test_a_coach_labels_the_suggested_clips_in_their_order(trained):
     assert at.radio(key="label_mode").value == "Label suggested clips"
     assert at.session_state["label_clip"] == batch[0]
     assert any(i.value.startswith("Why this clip:") for i in at.info)
-    at.button(key=f"label_correct_{at.session_state['label_n']}").click().run()
-    assert not at.exception, at.exception
+    judge(at, "correct")  # the Y key of the in-browser labeller
     verdicts = [e for e in store.label_history(trained, batch[0]) if e["annotator"] == "kim"]
     assert [e["verdict"] for e in verdicts] == ["correct"]
     assert at.session_state["label_clip"] == batch[1]
@@ -91,7 +91,7 @@ def test_check_again_shows_a_doubted_label_and_a_second_look_adds_an_event(train
     assert first == doubted[0].clip_id
     assert any(doubted[0].reason in i.value for i in at.info)
     before = len(store.label_history(trained, first))
-    at.button(key=f"label_incorrect_{at.session_state['label_n']}").click().run()
+    judge(at, "incorrect")
     assert len(store.label_history(trained, first)) == before + 1
     assert at.session_state["label_clip"] != first
     assert first not in {d.clip_id for d in quality.check_again(trained)}

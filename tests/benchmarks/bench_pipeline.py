@@ -1,6 +1,8 @@
 """Benchmark: a 60 s 720p 30 fps video from file to labelled-ready clips (wall time), and ingest peak memory.
 
-Run as `python tests/benchmarks/bench_pipeline.py [--quick] [--long SECONDS]`. Prints figures; asserts nothing.
+Run as `python tests/benchmarks/bench_pipeline.py [--quick] [--long SECONDS] [--checks-only]`. Prints figures;
+asserts nothing. `--checks-only`: only the cost of issue 15's checks (people beside the athlete, replays): the
+same video ingested with them off and on, alternately, twice each, in fresh processes.
 """
 
 from __future__ import annotations
@@ -63,10 +65,48 @@ def ingest_in_child(video: Path, data: Path) -> dict:
     return {"wall_s": wall, "peak_mb": own / 1024, "ffmpeg_peak_mb": children / 1024, **result}
 
 
+# One ingest through the Python API in a fresh process, with issue 15's checks on or off; prints its wall time.
+_CHECKS = (
+    "import json, sys, time\n"
+    "from pathlib import Path\n"
+    "from curation.pipeline import PipelineOptions, ingest_source\n"
+    "from curation.pose import PoseOptions\n"
+    "from curation.project import Project\n"
+    "video, data, on = sys.argv[1], Path(sys.argv[2]), sys.argv[3] == 'on'\n"
+    "options = PipelineOptions() if on else PipelineOptions(replays=False, pose=PoseOptions(people_every_seconds=0))\n"
+    "t0 = time.perf_counter()\n"
+    "result = ingest_source(Project.open(data), video, 'squat', options=options)\n"
+    "print('RESULT', json.dumps({'wall_s': time.perf_counter() - t0, 'clips': result['clips']}))\n"
+)
+
+
+def checks_cost(video: Path, tmp: Path, rounds: int = 2) -> dict:
+    """Wall time of the ingest with the checks off and on (alternating, fresh project each), and the ratio."""
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    clips = {}
+    for r in range(rounds):
+        for mode in ("off", "on"):
+            data = tmp / f"checks-{mode}-{r}"
+            out = subprocess.run([sys.executable, "-c", _CHECKS, str(video), str(data), mode], cwd=ROOT,
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"ingest failed: {out.stdout}\n{out.stderr}")
+            result = json.loads(out.stdout.split("RESULT", 1)[1])
+            times[mode].append(result["wall_s"])
+            clips[mode] = result["clips"]
+    off, on = min(times["off"]), min(times["on"])
+    print(f"\n== cost of the people and replay checks ({video.name}) ==")
+    print(f"checks off: {', '.join(f'{t:.1f}' for t in times['off'])} s ({clips['off']} clips); "
+          f"on: {', '.join(f'{t:.1f}' for t in times['on'])} s ({clips['on']} clips)")
+    print(f"best of each: {off:.1f} s -> {on:.1f} s, ratio {on / off:.3f} (bar: <= 1.15)")
+    return {"off_s": times["off"], "on_s": times["on"], "ratio": on / off, "clips": clips}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="20 s video instead of 60 s")
     parser.add_argument("--long", type=float, default=180.0, help="length of the memory run in seconds")
+    parser.add_argument("--checks-only", action="store_true", help="only the cost of the people and replay checks")
     args = parser.parse_args(argv)
     if not SHARED.exists():
         raise SystemExit(f"no shared data at {SHARED}")
@@ -74,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         video = make_video(seconds, tmp / "input.mp4")
+        if args.checks_only:
+            return checks_cost(video, tmp)
         short = ingest_in_child(video, tmp / "p1")
         long_video = make_video(args.long, tmp / "long.mp4")
         long = ingest_in_child(long_video, tmp / "p2")

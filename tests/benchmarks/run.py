@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.benchmarks import (  # noqa: E402
     bench_active,
+    bench_assess,
     bench_batch,
     bench_label,
     bench_pipeline,
@@ -24,6 +25,7 @@ def main(argv: list[str]) -> None:
     quick = ["--quick"] if "--quick" in argv else []
     bench_pose.main(quick)
     bench_pipeline.main(quick)
+    bench_assess.main(quick)
     bench_batch.main(quick)
     bench_label.main(quick)
     bench_scale.main(quick)

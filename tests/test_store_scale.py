@@ -1,0 +1,250 @@
+"""m015's derived label tables (label_current, clip_labels) and what reads them (current_labels, stats) always
+equal a recomputation from the label events, after any sequence of writes (issue 13)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from curation import agreement, store
+from curation.project import Project
+
+
+def _reference(conn) -> tuple[list[tuple], list[tuple]]:
+    """label_current and clip_labels recomputed from scratch: the ranking query over every event, the
+    adjudications query, and consensus_labels' rule (adjudication, else majority, else None)."""
+    current = store._rows(conn, store._CURRENT_SQL)
+    ids = sorted((r["id"], r["clip_id"], r["annotator"], r["verdict"]) for r in current)
+    adjudicated = {r["clip_id"]: r["verdict"] for r in store._rows(
+        conn, "SELECT * FROM label_events WHERE id IN (SELECT max(e.id) FROM label_events e JOIN clips c ON c.id = "
+              f"e.clip_id WHERE e.kind = 'adjudication' AND e.{store._NOT_UNDONE} AND {store._on_frames('e', 'c')} "
+              "GROUP BY e.clip_id)")}
+    rows = []
+    for (clip_id,) in conn.execute("SELECT id FROM clips ORDER BY id"):
+        votes = [r["verdict"] for r in current if r["clip_id"] == clip_id]
+        correct, incorrect = votes.count("correct"), votes.count("incorrect")
+        label = (adjudicated[clip_id] if clip_id in adjudicated else
+                 "correct" if correct > incorrect else "incorrect" if incorrect > correct else None)
+        rows.append((clip_id, correct, incorrect, int(clip_id in adjudicated), label))
+    return ids, rows
+
+
+def _reference_consensus(current: list[dict], adjudicated: dict[str, dict]) -> dict[str, dict]:
+    """consensus_labels as it was computed before m015: from every current label."""
+    by_clip: dict[str, list[dict]] = {}
+    for row in current:
+        by_clip.setdefault(row["clip_id"], []).append({**row, "criteria": json.loads(row["criteria"])})
+    out = {}
+    for clip_id, rows in by_clip.items():
+        votes = {lab: sum(r["verdict"] == lab for r in rows) for lab in store.LABELS}
+        label = None if votes["correct"] == votes["incorrect"] else max(votes, key=votes.get)
+        criteria = {}
+        for name in sorted({n for r in rows for n in r["criteria"]}):
+            marks = [r["criteria"][name] for r in rows if r["criteria"].get(name) in ("pass", "fail")]
+            if marks and marks.count("pass") != marks.count("fail"):
+                criteria[name] = max(("pass", "fail"), key=marks.count)
+        out[clip_id] = {"label": label, "votes": votes, "criteria": criteria, "source": "majority"}
+    for clip_id, event in adjudicated.items():
+        votes = out.get(clip_id, {}).get("votes", {lab: 0 for lab in store.LABELS})
+        out[clip_id] = {"label": event["verdict"], "votes": votes, "criteria": event["criteria"],
+                        "source": "adjudication"}
+    return out
+
+
+def assert_derived_tables_agree(project: Project) -> None:
+    with store.connect(project) as db:
+        ids, rows = _reference(db.conn)
+        assert db.conn.execute("SELECT * FROM label_current ORDER BY event_id").fetchall() == ids
+        assert db.conn.execute("SELECT * FROM clip_labels ORDER BY clip_id").fetchall() == rows
+        full = store._rows(db.conn, store._CURRENT_SQL)
+    assert store.current_labels.__wrapped__(project) == [
+        {**{k: v for k, v in r.items() if k != "rn"}, "criteria": json.loads(r["criteria"])} for r in full]
+    current = store.current_labels.__wrapped__(project)
+    assert store.current_label_count(project) == len(current)
+    assert store.judged_clip_ids(project) == {r["clip_id"] for r in current}
+    assert agreement.disagreements(store.disputed_labels(project)) == agreement.disagreements(current)
+    consensus = store.consensus_labels.__wrapped__(project)
+    assert consensus == _reference_consensus(full, store.adjudications.__wrapped__(project))
+    counts = store.stats.__wrapped__(project)
+    active = store.list_clips.__wrapped__(project)
+    assert counts["clips"] == len(active)
+    assert counts["labelled"] == sum(c["id"] in consensus for c in active)
+    for exercise, entry in counts["per_exercise"].items():
+        mine = [c for c in active if c["exercise"] == exercise]
+        assert entry == {"clips": len(mine), "labelled": sum(c["id"] in consensus for c in mine)}
+    for label in store.LABELS:
+        assert counts["per_class"][label]["clips"] == sum(consensus.get(c["id"], {}).get("label") == label
+                                                          for c in active)
+
+
+@pytest.fixture
+def project(data_dir) -> Project:
+    project = Project.open(data_dir)
+    video = {"id": "v1", "source_key": "k1", "source": "file", "exercise": "squat", "video_path": "videos/v1.mp4",
+             "pose_path": "poses/v1.npz", "frames": 400, "fps": 30.0, "width": 640, "height": 480,
+             "person_share": 1.0, "trimmed_share": 0.0}
+    store.add_video(project, video, [
+        {"id": f"v1_{i}", "video_id": "v1", "exercise": "squat", "start_frame": 30 * i, "end_frame": 30 * i + 30,
+         "fps": 30.0, "method": "repetition"} for i in range(8)])
+    store.add_clips(project, [{"id": f"i{i}", "exercise": ("lunge", "squat")[i % 2], "start_frame": 0,
+                               "end_frame": 30, "fps": 30.0, "method": "imported", "pose_path": f"poses/i{i}.npy"}
+                              for i in range(4)],
+                    [{"clip_id": "i0", "annotator": "import", "verdict": "correct"}])
+    return project
+
+
+def _active(project: Project) -> list[dict]:
+    return store.list_clips.__wrapped__(project, include_excluded=True)
+
+
+def _random_write(project: Project, rng: random.Random, step: int) -> None:
+    """One write of a kind a coach, a lead or an import makes, on a random clip."""
+    clips = _active(project)
+    clip = rng.choice(clips)
+    coach = rng.choice(("ann", "bob", "kim", "lead"))
+    kind = rng.choice(("verdict",) * 6 + ("undo", "undo", "adjudication", "bounds", "exercise", "exclude", "include",
+                                           "split", "merge", "undo_edit", "import", "old_event", "raw_bounds"))
+    if kind == "verdict":
+        store.add_label_event(project, {"clip_id": clip["id"], "annotator": coach,
+                                        "verdict": rng.choice(store.VERDICTS),
+                                        "criteria": rng.choice(({}, {"depth": "pass"}, {"depth": "fail"},
+                                                               {"depth": "pass", "knees": "fail"}))})
+    elif kind == "adjudication":
+        store.add_label_event(project, {"clip_id": clip["id"], "annotator": "lead", "kind": "adjudication",
+                                        "verdict": rng.choice(store.LABELS)})
+    elif kind == "undo":  # someone's latest verdict or adjudication on a clip they labelled
+        with store.connect(project) as db:
+            labelled = db.conn.execute("SELECT DISTINCT clip_id, annotator FROM label_events "
+                                       "WHERE kind IN ('verdict', 'adjudication') ORDER BY 1, 2").fetchall()
+        if labelled:
+            clip_id, who = rng.choice(labelled)
+            last = store.last_event(project, clip_id, who)
+            if last is not None:
+                store.add_label_event(project, {"clip_id": clip_id, "annotator": who, "kind": "undo",
+                                                "undoes": last["id"]})
+    elif kind == "bounds":
+        limit = clip["end_frame"] if clip["video_id"] is None else 400
+        start = rng.randrange(0, limit - 1) if clip["video_id"] else 0
+        end = rng.randrange(start + 1, limit + 1) if clip["video_id"] else clip["end_frame"] - rng.choice((0, 1))
+        if end > start:
+            store.set_bounds(project, clip["id"], start, end, "lead", pose_frames=clip["end_frame"])
+    elif kind == "exercise":
+        store.change_exercise(project, rng.choice(("squat", "lunge")), "lead", clip_id=clip["id"])
+    elif kind in ("exclude", "include"):
+        store.set_excluded(project, "lead", kind == "exclude", "test", clip_id=clip["id"])
+    elif kind == "split" and clip["end_frame"] - clip["start_frame"] > 1:
+        store.split_clip(project, clip["id"], (clip["start_frame"] + clip["end_frame"]) // 2, "lead")
+    elif kind == "merge" and clip["video_id"]:
+        pair = [c for c in clips if c["video_id"] == clip["video_id"] and c["exercise"] == clip["exercise"]
+                and c["id"] != clip["id"]]
+        if pair:
+            store.merge_clips(project, clip["id"], rng.choice(pair)["id"], "lead")
+    elif kind == "undo_edit":
+        edit = store.undoable_edit(project, clip["id"])
+        if edit is not None:
+            try:
+                store.undo_edit(project, edit["id"], "lead")
+            except store.StoreError:
+                pass  # refused (a later edit depends on it): nothing written
+    elif kind == "import":
+        new = f"n{step}"
+        store.add_clips(project, [{"id": new, "exercise": "squat", "start_frame": 0, "end_frame": 20, "fps": 30.0,
+                                   "method": "imported", "pose_path": f"poses/{new}.npy"}],
+                        [{"clip_id": new, "annotator": a, "verdict": rng.choice(store.LABELS)}
+                         for a in rng.sample(("import", "ann", "bob"), rng.randrange(0, 3))])
+    elif kind == "raw_bounds":  # another writer moving frames without recording an edit
+        with store.connect(project) as db, store.transaction(db) as conn:
+            conn.execute("UPDATE clips SET end_frame = end_frame + ? WHERE id = ? AND end_frame - start_frame > 1",
+                         (rng.choice((-1, 1)), clip["id"]))
+    elif kind == "old_event":  # as recorded before m003: no frames, counted until the clip is edited
+        with store.connect(project) as db, store.transaction(db) as conn:
+            conn.execute("INSERT INTO label_events (clip_id, annotator, kind, verdict, created_at) "
+                         "VALUES (?, ?, 'verdict', ?, ?)", (clip["id"], coach, rng.choice(store.LABELS), store.now()))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_derived_label_tables_equal_a_recomputation_after_random_writes(project, seed):
+    rng = random.Random(seed)
+    assert_derived_tables_agree(project)
+    for step in range(70):
+        _random_write(project, rng, step)
+        assert_derived_tables_agree(project)
+    with store.connect(project) as db:  # the walk reached the cases that matter
+        kinds = {r[0] for r in db.conn.execute("SELECT kind FROM label_events")}
+        assert {"verdict", "undo"} <= kinds
+        assert db.conn.execute("SELECT count(*) FROM clip_labels WHERE correct + incorrect > 0").fetchone()[0] > 3
+
+
+def test_an_undo_takes_a_label_out_of_the_counts_and_a_second_verdict_replaces_the_first(project):
+    first = store.add_label_event(project, {"clip_id": "v1_0", "annotator": "ann", "verdict": "incorrect"})
+    store.add_label_event(project, {"clip_id": "v1_0", "annotator": "bob", "verdict": "correct"})
+    assert store.stats(project)["per_class"]["correct"]["clips"] == 1  # i0 (import); v1_0 is a tie
+    assert store.stats(project)["labelled"] == 2
+    store.add_label_event(project, {"clip_id": "v1_0", "annotator": "ann", "kind": "undo", "undoes": first})
+    assert store.stats(project)["per_class"]["correct"]["clips"] == 2
+    store.add_label_event(project, {"clip_id": "v1_0", "annotator": "bob", "verdict": "incorrect"})
+    assert store.stats(project)["per_class"]["incorrect"]["clips"] == 1
+    assert [(r["clip_id"], r["annotator"], r["verdict"]) for r in store.current_labels(project)] == [
+        ("i0", "import", "correct"), ("v1_0", "bob", "incorrect")]
+    store.set_bounds(project, "v1_0", 2, 30, "lead")  # other frames: the label needs a second look
+    assert store.stats(project)["labelled"] == 1
+    assert_derived_tables_agree(project)
+
+
+def test_a_project_restored_from_its_tables_has_the_same_derived_tables(project, tmp_path):
+    from curation.dataset import EXCHANGE_TABLES
+
+    rng = random.Random(7)
+    for step in range(40):
+        _random_write(project, rng, step)
+    dumped = store.dump_tables(project, EXCHANGE_TABLES)
+    copy = Project.open(tmp_path / "copy")
+    store.restore_tables(copy, {t: (cols, list(enumerate(rows))) for t, (cols, rows) in dumped.items()})
+    assert_derived_tables_agree(copy)
+    with store.connect(project) as a, store.connect(copy) as b:
+        for table in ("label_current", "clip_labels"):
+            assert (a.conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+                    == b.conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall())
+
+
+FILTERS = [{}, {"exercises": ["lunge"]}, {"states": ["correct", "disputed"]}, {"states": ["unlabelled"]},
+           {"coach": "ann"}, {"disagreement": True}, {"views": ["unknown"]}, {"complexity": (0.2, 0.6)},
+           {"complexity": (0.0, 0.5), "complexity_by": "coaches"}, {"exercises": ["squat"], "coach": "bob"}]
+
+
+def _kept(row: dict, f: dict) -> bool:
+    """The Dataset page's filters as they were, in Python over clip_overview's rows."""
+    lo, hi = f.get("complexity") or (0.0, 1.0)
+    value = row["complexity" if f.get("complexity_by", "automatic") == "automatic" else "coach_complexity"]
+    return ((not f.get("exercises") or row["exercise"] in f["exercises"])
+            and (not f.get("states") or row["label"] in f["states"])
+            and (f.get("coach") is None or f["coach"] in row["coaches"].split(", "))
+            and (not f.get("disagreement") or row["disagreement"])
+            and (not f.get("views") or (row["view"] or "unknown") in f["views"])
+            and (f.get("complexity") is None or (value is not None and lo <= value <= hi)))
+
+
+def test_the_paged_clip_table_equals_the_whole_overview_filtered(project):
+    from curation.dataset import clip_overview
+
+    rng = random.Random(3)
+    store.set_complexity(project, {f"i{i}": {"complexity": i / 4} for i in range(4)})
+    for step in range(60):
+        _random_write(project, rng, step)
+        if step % 20 == 19:
+            store.add_label_event(project, {"clip_id": "v1_1", "annotator": "ann", "verdict": "correct",
+                                            "joints_engaged": 0.3, "range_of_motion": 0.5})
+    overview = clip_overview(project)
+    for f in FILTERS:
+        expected = [r for r in overview if _kept(r, f)]
+        rows, total = store.clip_table(project, **f, limit=1000)
+        assert (rows, total) == (expected, len(expected)), f
+        paged = [r for offset in range(0, total + 3, 3) for r in store.clip_table(project, **f, offset=offset,
+                                                                                    limit=3)[0]]
+        assert paged == expected, f
+    assert any(store.clip_table(project, **f)[1] for f in FILTERS[1:])  # the filters keep something
+    balance = {(r["exercise"], r["label"]): r["clips"] for r in store.label_balance(project)}
+    assert balance == {k: sum((r["exercise"], r["label"]) == k for r in overview) for k in balance}
+    assert sum(balance.values()) == len(overview) == store.project_counts(project)["clips"]
