@@ -47,6 +47,7 @@ else:
     c.page_link("pages/1_Ingest.py", label="Add more videos", icon="➕")
     d.page_link("pages/4_Train.py", label="Train a model", icon="🧠")
     e.page_link("pages/5_Suggest.py", label="What to label next", icon="🎯")
+    st.page_link("pages/7_Assess.py", label="Assess a new video with a trained model", icon="🩺")
     if ui.can("admin") and ui.sign_in_method() is not None:
         st.page_link("pages/6_Admin.py", label="Users, roles and the audit log", icon="🔐")
 

@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", parents=[common], help="download or read videos, track pose, cut repetition clips")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="a video URL or a local video file")
     p.add_argument("--exercise", help="exercise shown in the videos (e.g. squat)")
+    p.add_argument("--athlete", default="tracked", choices=["tracked", "largest", "most moving", "left", "right"],
+                   help="where several people are in the picture, which one is the athlete (default: the one the "
+                        "pose tracker follows); --athlete-at picks the person nearest a point instead")
+    p.add_argument("--athlete-at", metavar="X,Y", help="the athlete is the person nearest this point (shares of the "
+                   "width and height, e.g. 0.7,0.5)")
+    p.add_argument("--side", choices=["left", "right", "top", "bottom"],
+                   help="ingest only this half of the picture (one side of a split screen) as its own video")
     sub.add_parser("stats", parents=[common], help="counts of videos, clips and labelled clips, durations, "
                    "resolutions, person and trimmed shares, complexity, seconds per verdict")
     p = sub.add_parser("import", parents=[common], help="load a pose dataset folder (clips.csv + poses/*.npy) or a "
@@ -61,7 +68,14 @@ def _ingest(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     from curation import timeline
 
     try:
-        options = PipelineOptions()  # reads FORMCHECK_ALLOWED_HOSTS
+        point = tuple(float(v) for v in args.athlete_at.split(",")) if args.athlete_at else None
+        if point is not None and (len(point) != 2 or not all(0 <= v <= 1 for v in point)):
+            raise ValueError
+    except ValueError:
+        raise UsageError("--athlete-at takes X,Y: two numbers from 0 to 1") from None
+    try:
+        options = PipelineOptions(athlete="click" if point else args.athlete, athlete_point=point,
+                                  side=args.side)  # reads FORMCHECK_ALLOWED_HOSTS
     except BadConfiguration as exc:
         raise UsageError(str(exc)) from None
     jobs.sweep(project)  # scratch folders of an ingest that was killed
@@ -83,7 +97,7 @@ def _ingest(project: Project, args: argparse.Namespace) -> tuple[object, int]:
             except USER_ERRORS as exc:
                 result = {"source": source, "video_id": None, "frames": 0, "fps": None, "person_share": None,
                           "trimmed_share": None, "clips": 0, "error": str(exc), "cuts": [], "removed": [],
-                          "flagged": [], "clip_bounds": []}
+                          "flagged": [], "clip_bounds": [], "people": None}
             print(file=sys.stderr)
             results.append(result)
             if result["error"]:

@@ -8,6 +8,7 @@
 
 const MODELS = new Map();  // storage prefix -> outbox, undo stack, counts: one per project and coach, kept across reruns
 const SEQUENCE_MS = 700;   // digits typed this close together form one criterion number ("1", "2" -> 12)
+const RESEND_MS = 5000;   // an outbox not acknowledged this long after it went is sent again
 const KEEP_PLAYERS = 8;    // player frames kept: the window plus a few just judged (undo shows them again)
 
 function model(prefix) {
@@ -60,6 +61,7 @@ class Labeller {
   }
 
   destroy() {
+    clearTimeout(this.retry);
     window.removeEventListener("keydown", this.onKey, true);
     if (window.__formcheckLabeller === this) window.__formcheckLabeller = null;
   }
@@ -112,6 +114,7 @@ class Labeller {
     this.data = data;
     const m = this.m = model(data.store);
     this.kind = data.kind || "verdict";
+    const modeChanged = this.mode !== undefined && this.mode !== (data.assist || "off");
     this.mode = data.assist || "off";
     let changed = false;
     // Saved: drop acknowledged entries; refused ones are dropped too and said once.
@@ -149,6 +152,7 @@ class Labeller {
       this.queue = fresh.filter(function (c) { return !cur || c.id !== cur.id; });
       if (!cur && this.queue.length) { this.show(this.queue.shift()); changed = true; }
     }
+    if (modeChanged && this.current) this.fillPanel(this.current);  // the model's opinion shown or hidden now
     this.evictPlayers();
     this.render();
     // Tell the server what is on screen after a jump or the first clip, and ask once for a player it did not send.
@@ -217,7 +221,10 @@ class Labeller {
     if (next) {
       next.classList.add("fc-on");
       const v = next.contentDocument && next.contentDocument.getElementById("video");
-      if (v) { v.currentTime = 0; v.play().catch(function () {}); }
+      if (v) {
+        if (v.currentTime > 0.05) v.currentTime = 0;  // parked at its first frame already: no seek to wait for
+        v.play().catch(function () {});
+      }
       this.fit(next);
     }
     if (card) this.screen.setAttribute("data-clip-id", card.id); else this.screen.removeAttribute("data-clip-id");
@@ -327,7 +334,7 @@ class Labeller {
     } else this.feedback.textContent = "";
     this.show(this.queue.shift() || null);
     this.render();
-    this.send();
+    this.sendSoon();
   }
 
   accept() {
@@ -360,7 +367,14 @@ class Labeller {
       }
     }
     this.render();
-    this.send();
+    this.sendSoon();
+  }
+
+  // The entry is in localStorage already; the message to the server waits until the next clip is painted, so the
+  // work of sending it (Streamlit's widget state, the websocket) never delays the clip on screen.
+  sendSoon() {
+    const self = this;
+    requestAnimationFrame(function () { setTimeout(function () { self.send(); }, 0); });
   }
 
   findSent(id) {
@@ -376,6 +390,13 @@ class Labeller {
     const have = Array.from(this.players.keys());
     this.setState("sync", {outbox: m.outbox, showing: this.current ? this.current.id : null, have: have,
                            jump: this.jump, sent: Date.now()});
+    // Until every entry is acknowledged, the outbox goes again now and then: a message lost with a dropped
+    // connection, or a run that ended before saving it, cannot leave a verdict waiting for the next key.
+    clearTimeout(this.retry);
+    const self = this;
+    this.retry = setTimeout(function () {
+      if (self.m.outbox.length && self.root.isConnected) self.send();
+    }, RESEND_MS);
   }
 
   // ---------------------------------------------------------------- keys

@@ -18,7 +18,9 @@ from curation import store
 from curation.kinematics import COMPONENTS
 from curation.project import Project
 
-WINDOW = 4  # clips a browser holds: the one on screen and three ready behind it
+WINDOW = 6  # clips a browser holds: the one on screen and five ready behind it (a few seconds of a fast coach,
+#            longer than the server takes to refill it under load)
+AHEAD = 4  # clips beyond the window whose videos the server cuts in the background (curation.clipmedia.prefetch)
 OUTBOX_LIMIT = 1000  # entries read from one browser message (a coach offline for a long day stays below)
 NOTE_LIMIT = 10_000
 _REQUEST = re.compile(r"^[A-Za-z0-9_-]{8,80}$")
@@ -102,7 +104,7 @@ def save_outbox(project: Project, coach: str, entries: list, kinds: set[str]) ->
     refused: dict[str, str] = {}
     wanted = [e["rid"] for e in entries] + [e["undoes"] for e in entries if isinstance(e.get("undoes"), str)]
     known = store.events_by_request(project, wanted)
-    rubric = {e["name"]: {c["name"] for c in e["criteria"]} for e in store.list_exercises(project, include_retired=True)}
+    rubric = None  # read once, and only when an entry is new (most messages resend what is saved already)
     for entry in entries:
         rid = entry["rid"]
         if rid in known:
@@ -122,6 +124,9 @@ def save_outbox(project: Project, coach: str, entries: list, kinds: set[str]) ->
                 if not isinstance(entry.get("exercise"), str):  # the exercise shown, else the clip's now
                     clip = store.get_clip(project, entry["clip_id"])
                     entry = {**entry, "exercise": clip["exercise"] if clip else None}
+                if rubric is None:
+                    rubric = {e["name"]: {c["name"] for c in e["criteria"]}
+                              for e in store.list_exercises(project, include_retired=True)}
                 event = verdict_event(entry, coach, kinds, rubric)
             event_id = store.add_label_event(project, event)
         except (BadEntry, store.StoreError) as exc:

@@ -3,11 +3,12 @@
 A replay repeats the same footage: the same pixels, background and athlete position. A genuine next
 repetition looks alike in pose but is not the same footage: the body is a little elsewhere, the limbs at a
 slightly different angle, the camera a little moved. On the pose pass's 64-pixel grey frames (PoseTrack.thumbs)
-the difference is stark. Measured (tests/test_replay.py makes the replays with ffmpeg): a frame of a re-encoded
-replay against its original changes at most 0.4 % of its pixels by more than 12 grey levels (a frame blended
-from two neighbours, as a slow motion makes, against the blend of the two originals: as little); the nearest
-frame of another repetition of the same athlete in the same shot (twix squats, hand-held) changes 8-30 % of
-them, and other takes of the same gym and athlete (kaiakol A_atlantis_gym_barbell) over 40 %.
+the difference is stark. Measured: a replayed frame against its original has no pixel more than 12 grey levels
+off, even re-encoded on its own (x264 crf 32, scaled 2x, 2 % brighter), and a frame blended from two neighbours
+(a slow motion made by ffmpeg's framerate filter) against the blend of the two originals none either; the
+nearest earlier frame of another repetition in the same shot (the twix squats) has 4-11 % of its pixels off
+(5th percentile 6 %), and other takes of the same athlete in the same gym (kaiakol A_atlantis_gym_barbell) over
+40 %. Hence a match at most 2 % off. Not handled: a replay zoomed or reframed, or with a caption over it.
 
 A frame "matches" an earlier one when at most `match_changed` of its pixels differ from it, or from the mean
 of two consecutive earlier frames (a slowed replay's in-between frames); only frames that show movement
@@ -31,9 +32,11 @@ class ReplayOptions:
     """Thresholds of find_replays. Pixel levels are grey levels 0..255 of the 64-px frames."""
 
     level: int = 12  # a pixel differing by more than this counts as changed (compression noise: up to 8)
-    match_changed: float = 0.02  # at most this share of pixels changed: the same footage (0.004 measured)
-    # A frame shows movement when this share of its pixels changed from its neighbour (a squat at 25-30 fps
-    # changes 2-10 %; a still picture with sensor noise under 0.5 %).
+    match_changed: float = 0.02  # at most this share of pixels off: the same footage (0 measured; other reps 4 %+)
+    # A frame shows movement when this share of its pixels changed from its neighbour. Measured (25th-95th
+    # percentile): hand-held twix squats 2.5-14 %, a small side-on squatter on a tripod (kaiakol 010) 0.2-2.9 %,
+    # a plank hold 0. Only moving frames are searched for; the still frames of a replay join it when its run
+    # is grown (find_replays).
     moving_changed: float = 0.01
     min_lag_seconds: float = 1.0  # a replay starts at least this long after what it repeats
     min_seconds: float = 0.6  # of the earlier footage shown again (the quickest repetition: segment's 0.6 s)

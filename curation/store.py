@@ -1191,7 +1191,7 @@ _QUEUE_SQL = f"""
     SELECT c.*, q.coaches FROM clip_queue q CROSS JOIN clips c ON c.id = q.clip_id
     WHERE q.active = 1 {{exercise}}
       AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips)
-      AND q.clip_id NOT IN ({_JUDGED_BY_ME})
+      AND NOT EXISTS ({_JUDGED_BY_ME} AND e.clip_id = q.clip_id)
       AND q.clip_id {{held}} IN (SELECT clip_id FROM claims WHERE annotator != :me AND expires_at >= :now)
     ORDER BY q.coaches, q.video_id, q.start_frame, q.clip_id
     LIMIT :limit
@@ -2763,8 +2763,8 @@ def clip_table(project: Project, exercises: list[str] = (), states: list[str] = 
     sql_where = _TABLE_FROM + "".join(f" AND {w}" for w in where)
     with connect(project) as db:
         total = db.conn.execute(f"SELECT count(*) {sql_where}", params).fetchone()[0]
-        page = _rows(db.conn, f"SELECT c.id, c.exercise, c.video_id, v.id AS known, v.title, c.source, c.start_frame, c.end_frame, "
-                              f"c.fps, c.method, c.complexity, c.view, {_STATE_SQL} AS state, "
+        page = _rows(db.conn, "SELECT c.id, c.exercise, c.video_id, v.id AS known, v.title, c.source, c.start_frame, "
+                              f"c.end_frame, c.fps, c.method, c.complexity, c.view, {_STATE_SQL} AS state, "
                               "coalesce(l.adjudicated, 0) AS adjudicated, coalesce(l.correct, 0) AS correct, "
                               f"coalesce(l.incorrect, 0) AS incorrect {sql_where} "
                               "ORDER BY c.video_id, c.start_frame, c.id LIMIT :limit OFFSET :offset", params)
@@ -2820,11 +2820,40 @@ def _current_rows(conn: sqlite3.Connection, where: str = "1") -> list[dict]:
 
 
 def disputed_labels(project: Project) -> list[dict]:
-    """The current labels of the clips whose current labels hold both verdicts: what agreement.disagreements
-    needs of current_labels, without reading every label."""
+    """The current labels (clip_id, annotator, verdict, criteria) of the clips whose current labels hold both
+    verdicts: what agreement.disagreements needs of current_labels, without reading every label."""
     with connect(project) as db:
-        return _current_rows(db.conn, "k.clip_id IN (SELECT clip_id FROM clip_labels "
-                                      "WHERE correct > 0 AND incorrect > 0)")
+        rows = _rows(db.conn, "SELECT k.clip_id, k.annotator, k.verdict, e.criteria FROM label_current k "
+                              "CROSS JOIN label_events e ON e.id = k.event_id WHERE k.clip_id IN (SELECT clip_id "
+                              "FROM clip_labels WHERE correct > 0 AND incorrect > 0) ORDER BY k.clip_id, k.annotator")
+    for r in rows:
+        r["criteria"] = json.loads(r["criteria"]) if r["criteria"] != "{}" else {}
+    return rows
+
+
+def open_disagreements(project: Project) -> int:
+    """How many clips agreement.disagreements(current_labels) lists that no adjudication settles (the Suggest
+    page's count), counted."""
+    with connect(project) as db:
+        return db.conn.execute("SELECT count(*) FROM clip_labels WHERE correct > 0 AND incorrect > 0 "
+                               "AND NOT adjudicated").fetchone()[0]
+
+
+def clips_in_order(project: Project, clip_ids: set[str]) -> list[dict]:
+    """The rows of list_clips(project) whose ids are given, in its order: a sample's, without reading every clip."""
+    with connect(project) as db:
+        return _rows(db.conn, "SELECT c.* FROM json_each(?) j CROSS JOIN clips c ON c.id = j.value "
+                              "WHERE c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips) "
+                              "ORDER BY c.video_id, c.start_frame, c.id", (json.dumps(sorted(clip_ids)),))
+
+
+def dataset_clip_order(project: Project, exercise: str | None = None) -> list[str]:
+    """The ids of list_clips(project, exercise), in its order, without reading their rows."""
+    only = "" if exercise is None else " AND c.exercise = :exercise"
+    with connect(project) as db:
+        return [r[0] for r in db.conn.execute(
+            "SELECT c.id FROM clips c WHERE c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips)"
+            f"{only} ORDER BY c.video_id, c.start_frame, c.id", {"exercise": exercise})]
 
 
 def current_label_count(project: Project) -> int:
@@ -2837,3 +2866,17 @@ def judged_clip_ids(project: Project) -> set[str]:
     """The clips with a current correct/incorrect label of any annotator (those in current_labels)."""
     with connect(project) as db:
         return {r[0] for r in db.conn.execute("SELECT clip_id FROM clip_labels WHERE correct + incorrect > 0")}
+
+
+def dataset_clip_ids(project: Project) -> set[str]:
+    """The ids of list_clips(project) (active, not excluded clips), without reading their rows."""
+    with connect(project) as db:
+        return {r[0] for r in db.conn.execute("SELECT q.clip_id FROM clip_queue q WHERE q.active = 1 "
+                                              "AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips)")}
+
+
+def dataset_exercise_of(project: Project) -> dict[str, str]:
+    """Clip id -> exercise of list_clips(project) (active, not excluded clips), without reading their rows."""
+    with connect(project) as db:
+        return dict(db.conn.execute("SELECT q.clip_id, q.exercise FROM clip_queue q WHERE q.active = 1 "
+                                    "AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips)"))

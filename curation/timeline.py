@@ -48,8 +48,10 @@ def video_timeline(project: Project, video_id: str) -> list[dict]:
                 rows.append({"start_frame": start, "end_frame": t, "kind": "removed", "clip_id": None,
                              "reason": marks[start]})
             start = t
+    # A replay also says which earlier frames it shows again (source_start, source_end).
     rows += [{"start_frame": s["start_frame"], "end_frame": s["end_frame"], "kind": "flagged", "clip_id": None,
-              "reason": s["reason"]} for s in store.flagged_spans(project, video_id)]
+              "reason": s["reason"], **{k: s[k] for k in ("source_start", "source_end") if k in s}}
+             for s in store.flagged_details(project, video_id)]
     rows += [{"start_frame": f, "end_frame": f, "kind": "cut", "clip_id": None, "reason": CUT}
              for f in store.shot_cuts(project, video_id)]
     return sorted(rows, key=lambda r: (r["start_frame"], r["kind"]))

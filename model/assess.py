@@ -240,7 +240,8 @@ def keep_processed(project: Project, processed: Processed) -> dict:
 
 def assess_source(project: Project, source: str, exercise: str, run_id: str | None = None, keep: bool = False,
                   options: AssessOptions | None = None, progress: Progress | None = None,
-                  cancelled: Callable[[], bool] | None = None, save_to: Path | None = None) -> Assessment:
+                  cancelled: Callable[[], bool] | None = None, save_to: Path | None = None,
+                  title: str | None = None) -> Assessment:
     """Run one source (a file or an allowed link, through ingest's checks) through the pipeline without adding
     it to the dataset, then judge each repetition with run `run_id` (default the chosen run, model.choice).
 
@@ -266,7 +267,7 @@ def assess_source(project: Project, source: str, exercise: str, run_id: str | No
     scratch = Path(tempfile.mkdtemp(prefix=f"ingest-{os.getpid()}-", dir=project.work))
     try:
         processed = process_source(source, key, exercise, options.pipeline, scratch,
-                                   lambda f, m="": report(0.9 * f, m), stop)
+                                   lambda f, m="": report(0.9 * f, m), stop, title)
         check()
         report(0.9, "judging repetitions")
         track = load_track(processed.pose_file)
@@ -282,7 +283,8 @@ def assess_source(project: Project, source: str, exercise: str, run_id: str | No
         if save_to is not None:
             save_to.mkdir(parents=True, exist_ok=True)
             for path in (processed.video_file, processed.pose_file):
-                shutil.copyfile(path, save_to / path.name)
+                # Moved unless kept now too (store_result moves them again): the scratch folder goes anyway.
+                (shutil.copyfile if keep else os.replace)(path, save_to / path.name)
             (save_to / PROCESSED).write_text(json.dumps(_processed_dict(processed)), encoding="utf-8")
             (save_to / RESULT).write_text(json.dumps(assessment.as_dict()), encoding="utf-8")
             assessment.folder = save_to
@@ -358,7 +360,8 @@ def assess_job(project: Project, params: dict, progress: Progress, cancelled: Ca
     folder = new_assessment_dir(project)
     try:
         result = assess_source(project, params["source"], params["exercise"], params.get("run"),
-                               options=options, progress=progress, cancelled=cancelled, save_to=folder)
+                               options=options, progress=progress, cancelled=cancelled, save_to=folder,
+                               title=params.get("title"))
     except (*USER_ERRORS, NoRepetition, UnknownExerciseName, runs.RunNotFound, runs.UnknownExercise) as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise JobFailed(str(exc)) from exc
@@ -448,13 +451,15 @@ def report_html(result: dict, landmarks: np.ndarray | None = None, aspect: float
     tempo = "n/a" if s["seconds_per_rep"] is None else (
         f"{s['seconds_per_rep']:.2f} s per repetition (sd {s['seconds_per_rep_sd']:.2f})"
         + ("" if s["reps_per_minute"] is None else f", {s['reps_per_minute']:.1f} per minute"))
+    # A file's path on the machine that assessed it is nobody's business in a shared report: its name only.
+    source = result["source"] if is_url(result["source"]) else Path(result["source"]).name
     kept = "" if not result.get("kept") else f"<p>Added to the dataset as video {_e(result['kept']['video_id'])}.</p>"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <title>Formcheck assessment: {_e(result['exercise'])}</title><style>{_STYLE}</style></head>
 <body><h1>Assessment: {_e(result['exercise'])}</h1>
-<p id="source">Video: {_e(video.get('title') or result['source'])} <span class="muted">({_e(result['source'])};
+<p id="source">Video: {_e(video.get('title') or source)} <span class="muted">({_e(source)};
 {video['frames']} frames at {video['fps']:g} fps, {video['width']}x{video['height']})</span></p>
 <p>Judged by run {_e(result['run_id'])}.</p>{kept}
 <p id="summary"><b>{s['count']} repetitions</b>, {s['incorrect']} judged incorrect. Tempo: {tempo}.</p>

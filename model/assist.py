@@ -51,7 +51,6 @@ class _Run:
     exercises: set[str]
     p: dict[str, float]  # clip id -> p(incorrect) of the final model
     p_fail: dict[str, dict[str, float]]  # clip id -> {"exercise/criterion": p(fail)}
-    heads: list[str]  # the "exercise/criterion" keys the run has a model for
     lock: threading.Lock = field(default_factory=threading.Lock)
     _fitted: runs.Fitted | None = None
     _criterion_models: dict[str, runs.Fitted] | None = None
@@ -88,19 +87,17 @@ def _load(project: Project, run_id: str) -> _Run:
             _runs.move_to_end(key)
             return _runs[key]
     folder = runs.run_dir(project, run_id)
+    scores = runs.read_scores(project, run_id)  # raises runs.RunNotFound for a run that is not finished
     meta = _meta(folder)
-    scores = runs.read_scores(project, run_id)
     p = {cid: float(v) for cid, v in zip(scores.clip_id, scores.p_incorrect) if not math.isnan(v)}
     p_fail: dict[str, dict[str, float]] = {}
-    heads: list[str] = []
     if (folder / CRITERIA_CSV).is_file():
         table = pd.read_csv(folder / CRITERIA_CSV, dtype={"clip_id": str, "criterion": str},
                             usecols=["clip_id", "criterion", "p_fail"])
-        heads = sorted(set(table.criterion))
         for cid, key_, value in zip(table.clip_id, table.criterion, table.p_fail):
             if not math.isnan(value):
                 p_fail.setdefault(cid, {})[key_] = float(value)
-    loaded = _Run(run_id, folder, meta["created_at"], set(meta["exercises"]), p, p_fail, heads)
+    loaded = _Run(run_id, folder, meta["created_at"], set(meta["exercises"]), p, p_fail)
     with _runs_lock:
         loaded = _runs.setdefault(key, loaded)  # another thread may have loaded it meanwhile: one copy
         _runs.move_to_end(key)
@@ -193,6 +190,8 @@ def opinions(project: Project, clips: list[dict], run_id: str | None = None) -> 
     p is the run's final model's: read from the run folder for a clip it scored (predictions.csv and
     criteria.csv) whose frames were not edited since, computed with the final models otherwise. A clip of an
     exercise the run never saw, or without a readable pose, is left out; {} when there is no finished run.
+    The loaded run is kept per process; the choice of run until the labels, runs or promotions change.
+    Raises runs.RunNotFound for a `run_id` that is not a finished run.
     """
     if not clips:
         return {}

@@ -371,9 +371,7 @@ def load_clipset(project: Project, labelled_only: bool = True, group: str = "vid
     # One video's track serves all its clips (as in dataset.export_folder): reading the whole .npz once per
     # clip cost ~7 ms a clip on a 100 s video, seconds for a project of 1,000 clips.
     tracks: dict[str, np.ndarray] = {}
-    for clip in store.list_clips(project):
-        if only is not None and clip["id"] not in only:
-            continue
+    for clip in store.list_clips(project) if only is None else store.clips_in_order(project, only):
         entry = consensus.get(clip["id"], {})
         label = entry.get("label")
         if label is None and labelled_only:

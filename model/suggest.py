@@ -69,10 +69,10 @@ def suggest(project: Project, k: int = 10, strategy: str | None = None, exercise
     strategy = strategy or active.DEFAULT_STRATEGY
     if strategy not in active.STRATEGIES:
         raise UnknownStrategy(f"unknown strategy {strategy!r}; known: {', '.join(active.STRATEGIES)}")
-    clips = store.list_clips(project, exercise=exercise)
+    clips = store.dataset_clip_order(project, exercise)  # ids: not every clip's row
     judged = _judged(project)
-    pool_ids = [c["id"] for c in clips if c["id"] not in judged]
-    labelled_ids = [c["id"] for c in clips if c["id"] in judged]
+    pool_ids = [c for c in clips if c not in judged]
+    labelled_ids = [c for c in clips if c in judged]
     if not clips:
         where = f" of {exercise}" if exercise else ""
         raise active.EmptyPool(f"there are no clips{where} to suggest: ingest or import some first")
@@ -101,10 +101,10 @@ def suggest(project: Project, k: int = 10, strategy: str | None = None, exercise
 
 
 # A cold start reads the poses and computes the features of a seeded sample of the pool, not of every clip
-# (1.5 ms a clip: minutes at 100,000 clips); a batch spread over a few hundred clips still spans the kinds of
+# (1.5 ms a clip: minutes at 100,000 clips); a batch spread over a sample of 160 still spans the kinds of
 # movement the pool holds.
-COLD_SAMPLE = 256  # unlabelled clips looked at
-COLD_LABELLED = 128  # labelled clips the batch keeps away from
+COLD_SAMPLE = 160  # unlabelled clips looked at
+COLD_LABELLED = 64  # labelled clips the batch keeps away from
 
 
 def _sample(ids: list[str], n: int) -> list[str]:

@@ -95,7 +95,7 @@ if "label_jump" not in state:
 head = st.container()  # messages above the labeller: the labeller itself keeps its place on every run
 reasons: dict[str, str] = {}
 queue: list[dict] = []
-ahead = labeller.WINDOW + 2 + len(on_way)
+ahead = labeller.WINDOW + labeller.AHEAD + len(on_way)
 if mode == "Settle disagreements":
     settled = store.adjudications(project)
     clips_now = {c["id"]: c for c in store.list_clips(project, exercise=exercise)}
@@ -121,7 +121,9 @@ else:
     head.progress(done["judged"] / max(done["clips"], 1), text=f"{done['judged']} of {done['clips']} clips judged by you")
 
 allowed = {c["id"] for c in candidates}
-wanted = state["label_force"] if "label_force" in state else sync.get("showing") or state.get("label_clip")
+# The clip on screen: the one the page sent the browser to, else the one the browser says it shows (before the
+# browser has said anything, e.g. a first run, the one this session showed last).
+wanted = state["label_force"] if "label_force" in state else sync.get("showing") if sync else state.get("label_clip")
 current = store.get_clip(project, wanted) if wanted else None
 if current is not None and not (current["active"] and current["id"] not in on_way and (
         current["id"] in allowed or (mode == "Label new clips" and exercise in (None, current["exercise"])
@@ -137,7 +139,7 @@ state["label_clip"] = clip["id"] if clip else None
 n = state.get("label_n", 0)
 if held:
     store.hold_clips(project, coach, [c["id"] for c in held])
-    ui.prepare_ahead(project, [c for c in candidates if c["id"] not in {h["id"] for h in held}][:2])
+    ui.prepare_ahead(project, [c for c in candidates if c["id"] not in {h["id"] for h in held}][:labeller.AHEAD])
 else:
     head.success(MESSAGES[mode])
 if mode in LISTED:

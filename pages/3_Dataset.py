@@ -52,11 +52,14 @@ with clips_tab:
         filters = {"exercises": chosen, "states": states, "coach": None if coach == "(anyone)" else coach,
                    "disagreement": only_disagreement, "views": views,
                    "complexity": None if (lo, hi) == (0.0, 1.0) else (lo, hi), "complexity_by": by}
-        shown, matching = store.clip_table(project, **filters, limit=0)
+        page = st.session_state.get("dataset_page", 1)
+        shown, matching = store.clip_table(project, **filters, offset=(page - 1) * PAGE_ROWS, limit=PAGE_ROWS)
         pages = max(1, -(-matching // PAGE_ROWS))
-        page = st.number_input("Page", 1, pages, 1, key="dataset_page") if pages > 1 else 1
-        shown, matching = store.clip_table(project, **filters, offset=(min(page, pages) - 1) * PAGE_ROWS,
-                                           limit=PAGE_ROWS)
+        if page > pages:  # the filters keep fewer clips than before: their last page
+            page = st.session_state["dataset_page"] = pages
+            shown, matching = store.clip_table(project, **filters, offset=(page - 1) * PAGE_ROWS, limit=PAGE_ROWS)
+        if pages > 1:
+            st.number_input("Page", 1, pages, key="dataset_page")
         view = pd.DataFrame(shown, columns=COLUMNS)
         st.caption(f"{matching} of {counted} clips" + (f" · page {page} of {pages} ({PAGE_ROWS} a page, in video "
                                                        "order)" if pages > 1 else "")
@@ -244,17 +247,27 @@ with videos_tab:
 # ------------------------------------------------------------------ agreement
 
 
+AGREEMENT_AT_ONCE = 20_000  # current labels up to which the kappas come with the page (~0.5 s); past it, on request
+
+
 @st.cache_data(show_spinner=False, max_entries=4)
-def agreement_figures(version: tuple[int, int], _project=project) -> tuple[pd.DataFrame, list[dict]]:
+def agreement_figures(version: tuple[int, int], _project=project) -> pd.DataFrame:
     # Kept until a write changes the labels (version: store.data_version), as the clips table above.
     labels = [r for r in store.current_labels(_project) if r["annotator"] != "import"]
-    exercise_of = {c["id"]: c["exercise"] for c in store.list_clips(_project)}
-    return pd.DataFrame(agreement.agreement_table(labels, exercise_of)), agreement.disagreements(labels)
+    exercise_of = store.dataset_exercise_of(_project)
+    return pd.DataFrame(agreement.agreement_table(labels, exercise_of))
 
 
 with agree_tab:
-    table, disagreements = agreement_figures(store.data_version(project))
-    if table.empty or table.n_items.max() == 0:
+    current_labels = store.current_label_count(project)
+    if current_labels <= AGREEMENT_AT_ONCE or st.toggle(
+            f"Compute the agreement over all {current_labels} current labels (seconds)", key="dataset_agreement_on"):
+        table = agreement_figures(store.data_version(project))
+    else:
+        table = None
+    if table is None:
+        st.caption("Kappas per exercise and criterion are computed on request at this size.")
+    elif table.empty or table.n_items.max() == 0:
         st.info("Agreement needs clips judged by at least two coaches.")
     else:
         st.caption("Cohen's kappa for two coaches, Fleiss' kappa for more; criteria use pass/fail.")
@@ -262,7 +275,8 @@ with agree_tab:
                      column_config={"percent_agreement": st.column_config.NumberColumn(format="%.2f"),
                                     "kappa": st.column_config.NumberColumn(format="%.2f")})
     settled = store.adjudications(project)
-    open_cases = [d for d in disagreements if d["clip_id"] not in settled]
+    disputed = [r for r in store.disputed_labels(project) if r["annotator"] != "import"]  # not every label
+    open_cases = [d for d in agreement.disagreements(disputed) if d["clip_id"] not in settled]
     st.metric("Clips waiting for a lead coach", len(open_cases))
     if open_cases:
         st.dataframe(pd.DataFrame([{"clip_id": d["clip_id"], "split": d["split"],

@@ -20,7 +20,7 @@ st.title("Train and evaluate")
 
 # ------------------------------------------------------------------ label counts and settings
 consensus = store.consensus_labels(project)
-trainable = {c["id"] for c in store.list_clips(project)}  # replaced (split, merged) and excluded clips never train
+trainable = store.dataset_clip_ids(project)  # replaced (split, merged) and excluded clips never train
 labels = [c["label"] for clip_id, c in consensus.items() if c["label"] and clip_id in trainable]
 counts = {lab: labels.count(lab) for lab in ("correct", "incorrect")}
 a, b, c = st.columns(3)

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import ui
-from curation import agreement, jobs, store
+from curation import jobs, store
 from model import active, choice, quality, runs
 from model.simulate import bands
 from model.suggest import suggest
@@ -129,11 +129,10 @@ if doubts is not None:
             st.session_state["label_open"] = "Check again"
             st.switch_page("pages/2_Label.py")
 
-settled = store.adjudications(project)
-open_disagreements = [d for d in agreement.disagreements(store.disputed_labels(project)) if d["clip_id"] not in settled]
+open_disagreements = store.open_disagreements(project)  # counted, not read from every label
 if open_disagreements:
     st.subheader("Coaches disagree")
-    st.caption(f"{len(open_disagreements)} clip(s) with different verdicts from two coaches wait for a lead "
+    st.caption(f"{open_disagreements} clip(s) with different verdicts from two coaches wait for a lead "
                "coach (Label page, queue \"Settle disagreements\").")
 
 # ------------------------------------------------------------------ what active learning saves here

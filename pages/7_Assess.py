@@ -57,7 +57,7 @@ if submitted:
             if not is_url(link.strip()):
                 raise UnsupportedSource("not a link: paste an http(s) video URL, or upload the file")
             url = canonical_url(link.strip(), IngestOptions.from_env())
-            jobs.submit(project, "assess", {**params, "source": url, "title": url})
+            jobs.submit(project, "assess", {**params, "source": url})
         except (UnsupportedSource, BadConfiguration) as exc:
             error = str(exc)
     elif upload is not None:
@@ -197,5 +197,5 @@ elif d2.button("Add to the dataset", key="assess_keep", disabled=not ui.can("lea
         assess.mark_kept(project, picked, kept)
         st.success(f"Added: video {ui.md(kept['video_id'])}, {kept['clips']} clips"
                    + (" (it was in the project already)." if kept.get("existing") else "."))
-    except assess.USER_ERRORS as exc:
+    except (*assess.USER_ERRORS, OSError) as exc:  # another job adding it, or this assessment's files gone
         st.error(ui.md(exc))

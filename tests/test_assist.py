@@ -353,3 +353,14 @@ def test_a_lead_sets_the_mode_for_every_coach_from_the_sidebar(project):
     assert assist.project_mode(project) == "decide first"
     assert store.setting_events(project, assist.SETTING)[-1]["annotator"] == "li"
     assert at.session_state["assist_mode_out"] == "decide first"
+
+
+def test_an_admin_sets_the_mode_on_the_admin_page(project):
+    at = AppTest.from_file(str(ROOT / "pages/6_Admin.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    at.selectbox(key="admin_assist_pick").set_value("on").run()
+    at.button(key="admin_assist_save").click().run()
+    assert not at.exception, at.exception
+    assert assist.project_mode(project) == "on"
+    assert any(c.value.startswith("on since") for c in at.caption)

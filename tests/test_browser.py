@@ -83,21 +83,26 @@ def page():
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()  # page.context: more tabs
         page.set_default_timeout(30_000)
         yield page
         browser.close()
 
 
-def wait_for_events(project: Project, coach: str, count: int, timeout: float = 20) -> list[dict]:
-    """This coach's label events in the order they were recorded, once there are `count` (or at the timeout)."""
+def wait_for_events(project: Project, coach: str, count: int, timeout: float = 20, page=None) -> list[dict]:
+    """This coach's label events in the order they were recorded, once there are `count` (or at the timeout).
+    With a page whose websocket goes through HeldSocket, waits on the page: Playwright forwards its messages only
+    while it runs."""
     deadline = time.time() + timeout
     while True:
         history = sorted((e for c in store.list_clips(project) for e in store.label_history(project, c["id"])
                           if e["annotator"] == coach), key=lambda e: e["id"])
         if len(history) >= count or time.time() > deadline:
             return history
-        time.sleep(0.2)
+        if page is not None:
+            page.wait_for_timeout(200)
+        else:
+            time.sleep(0.2)
 
 
 def sign_in(page, app_url: str, name: str) -> None:
@@ -376,20 +381,20 @@ def test_a_reload_with_verdicts_in_flight_loses_nothing(page, many_url, many):
     sign_in(page, many_url, "Ida")
     shown: list[str] = []
     press_on_new_clips(page, ["Y", "N", "Y"], shown)
-    assert len(wait_for_events(many, "Ida", 3)) == 3
+    assert len(wait_for_events(many, "Ida", 3, page=page)) == 3
     socket.hold = True  # the server hears nothing more: these verdicts stay in flight
     press_on_new_clips(page, ["N", "N", "Y"], shown)
     expect(page.get_by_test_id("labeller-counter")).to_have_text("3 saved · 3 on their way")
-    assert len(wait_for_events(many, "Ida", 4, timeout=1.5)) == 3
+    assert len(wait_for_events(many, "Ida", 4, timeout=1.5, page=page)) == 3
     socket.hold, socket.held = False, []  # the tab goes with what it held: only the browser's outbox is left
     page.reload()
     choose_coach(page, "Ida")
-    events = wait_for_events(many, "Ida", 6)
+    events = wait_for_events(many, "Ida", 6, page=page)
     assert [e["clip_id"] for e in events] == shown
     assert [e["verdict"] for e in events] == ["correct", "incorrect", "correct", "incorrect", "incorrect", "correct"]
     assert on_screen(page) not in shown
     press_on_new_clips(page, ["Y"], shown)
-    assert [e["clip_id"] for e in wait_for_events(many, "Ida", 7)] == shown
+    assert [e["clip_id"] for e in wait_for_events(many, "Ida", 7, page=page)] == shown
     expect(page.get_by_test_id("labeller-counter")).to_have_text("4 saved · 0 on their way")
 
 
@@ -400,16 +405,17 @@ def test_undo_takes_back_a_verdict_still_in_flight(page, many_url, many):
     socket.hold = True
     page.keyboard.press("Y")
     next_clip_shown(page, first)
+    page.wait_for_timeout(300)  # the labeller has sent it (after painting the next clip): it is in flight
     page.keyboard.press("U")  # the verdict has not reached the server: undo works all the same
     page.wait_for_function("id => document.querySelector('[data-clip-id]').getAttribute('data-clip-id') === id",
                            arg=first)
     expect(page.get_by_test_id("labeller-counter")).to_have_text("0 saved · 2 on their way")
     socket.release()
-    events = wait_for_events(many, "Jo", 2)
+    events = wait_for_events(many, "Jo", 2, page=page)
     assert [(e["clip_id"], e["kind"]) for e in events] == [(first, "verdict"), (first, "undo")]
     assert events[1]["undoes"] == events[0]["id"]
     page.keyboard.press("N")  # judged again
-    events = wait_for_events(many, "Jo", 3)
+    events = wait_for_events(many, "Jo", 3, page=page)
     assert [(e["clip_id"], e["kind"], e["verdict"]) for e in events][2] == (first, "verdict", "incorrect")
     assert [(r["clip_id"], r["verdict"]) for r in store.current_labels(many) if r["annotator"] == "Jo"] == [
         (first, "incorrect")]
@@ -426,8 +432,55 @@ def test_two_tabs_of_one_coach_record_a_verdict_in_flight_once(page, many_url, m
     other.goto(f"{many_url}/Label")
     choose_coach(other, "Kay")
     assert on_screen(other) != first  # that clip has a verdict on its way: not shown again
-    assert [e["clip_id"] for e in wait_for_events(many, "Kay", 1)] == [first]
+    assert [e["clip_id"] for e in wait_for_events(many, "Kay", 1, page=page)] == [first]
     socket.release()  # the first tab's copy arrives too, and is recorded once
     page.wait_for_timeout(2000)
-    assert [(e["clip_id"], e["verdict"]) for e in wait_for_events(many, "Kay", 2, timeout=2)] == [(first, "incorrect")]
+    assert [(e["clip_id"], e["verdict"]) for e in wait_for_events(many, "Kay", 2, timeout=2, page=page)] == [(first, "incorrect")]
     expect(page.get_by_test_id("labeller-counter")).to_have_text("1 saved · 0 on their way")
+
+
+def test_assisted_labelling_by_keys_records_whether_the_model_was_shown(page, trained_url, trained):
+    from model import assist
+
+    def opinion_of(clip_id: str) -> dict:
+        return assist.opinions(trained, [store.get_clip(trained, clip_id)])[clip_id]
+
+    sidebar = page.get_by_test_id("stSidebar")
+    sign_in(page, trained_url, "Lou")
+    # off (the default): nothing of the model is shown, and what it thought is recorded all the same
+    first = on_screen(page)
+    expect(page.locator(".fc-opinion")).to_have_text("")
+    page.keyboard.press("Y")
+    [event] = [e for e in wait_for_events(trained, "Lou", 1)]
+    [row] = [r for r in store.assisted_verdicts(trained) if r["id"] == event["id"]]
+    said = opinion_of(first)
+    assert row["prediction"] == {k: said[k] for k in store.PREDICTION_FIELDS} and row["prediction_shown"] is False
+
+    # on: the opinion with its failed criteria ticked; A accepts it
+    sidebar.get_by_text("on", exact=True).click()
+    expect(page.locator(".fc-opinion")).to_contain_text("The model's opinion")
+    ready(page)
+    second = on_screen(page)
+    said = opinion_of(second)
+    ticked = page.locator("[data-criterion]:checked").evaluate_all("boxes => boxes.map(b => b.dataset.criterion)")
+    assert ticked == said["failed"]
+    page.keyboard.press("A")
+    next_clip_shown(page, second)
+    event = wait_for_events(trained, "Lou", 2)[-1]
+    assert (event["clip_id"], event["verdict"]) == (second, said["verdict"])
+    assert sorted(k for k, v in event["criteria"].items() if v == "fail") == sorted(said["failed"])
+    [row] = [r for r in store.assisted_verdicts(trained) if r["id"] == event["id"]]
+    assert row["prediction_shown"] is True and row["prediction"]["run_id"] == said["run_id"]
+
+    # decide first: hidden until the coach's verdict, then "you said X, the model said Y (p)"
+    sidebar.get_by_text("decide first", exact=True).click()
+    expect(page.locator(".fc-opinion")).to_have_text("")
+    ready(page)
+    third = on_screen(page)
+    said = opinion_of(third)
+    page.keyboard.press("N")
+    expect(page.locator(".fc-feedback")).to_contain_text(
+        f"Clip {third}: you said incorrect, the model said {said['verdict']} (p(incorrect) {said['p_incorrect']:.2f})")
+    event = wait_for_events(trained, "Lou", 3)[-1]
+    [row] = [r for r in store.assisted_verdicts(trained) if r["id"] == event["id"]]
+    assert event["clip_id"] == third and row["prediction_shown"] is False and row["prediction"]["verdict"] == said["verdict"]

@@ -98,7 +98,7 @@ def test_coaches_hold_different_clips_and_the_window_skips_verdicts_on_their_way
     lee = store.upcoming_clips(sample, "lee", limit=labeller.WINDOW)
     assert not {c["id"] for c in kim} & {c["id"] for c in lee}
     later = store.upcoming_clips(sample, "kim", limit=labeller.WINDOW + 2)
-    held = labeller.window(later[2], later, skip={later[0]["id"]})
+    held = labeller.window(later[2], later, skip={later[0]["id"]}, size=4)
     assert [c["id"] for c in held] == [later[2]["id"], later[1]["id"], *[c["id"] for c in later[3:5]]]
 
 

@@ -12,7 +12,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from curation import store
+from curation import store, timeline
 from curation.pose import _motion_image, iter_frames
 from curation.project import Project
 from curation.replay import Replay, find_replays, without
@@ -131,3 +131,6 @@ def test_ingest_flags_replays_and_cuts_no_clip_from_them(videos, data_dir, tmp_p
     assert not [f for f in result["flagged"] if f["reason"] != "replay"]
     project = Project.open(data_dir)
     assert [f["reason"] for f in store.flagged_spans(project, result["video_id"])] == ["replay", "replay"]
+    # The Dataset page's timeline draws them.
+    flagged = [p for p in timeline.video_timeline(project, result["video_id"]) if p["kind"] == "flagged"]
+    assert [(p["start_frame"], p["reason"]) for p in flagged] == [(r["start_frame"], "replay") for r in replays]

@@ -172,3 +172,26 @@ def test_the_dataset_page_shows_a_clip_added_after_its_table_was_kept(project, m
     store.add_clips(project, [{"id": "late", "exercise": "squat", "start_frame": 0, "end_frame": 30, "fps": 30.0,
                                "method": "imported", "pose_path": "poses/late.npy"}], [])
     assert shown() == 13
+
+
+def test_the_dataset_page_pages_its_clip_table_and_filters_the_whole_project(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.benchmarks.bench_scale import build_project
+
+    project = build_project(tmp_path / "p", 600)
+    monkeypatch.setenv("FORMCHECK_DATA", str(project.root))
+    total = store.project_counts(project)["clips"]
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "3_Dataset.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.dataframe[0].value) == 200 and at.number_input(key="dataset_page").value == 1
+    at.number_input(key="dataset_page").set_value(3).run()
+    last = at.dataframe[0].value
+    assert len(last) == total - 400 and last.clip_id.iloc[-1] == store.list_clips(project)[-1]["id"]
+    at.multiselect(key="dataset_label").set_value(["disputed"]).run()  # fewer clips: its last page, not an error
+    assert not at.exception, at.exception
+    disputed = store.clip_table(project, states=["disputed"], limit=1000)[0]
+    shown = at.dataframe[0].value
+    assert 0 < len(shown) <= 200 and set(shown.label) == {"disputed"}
+    assert shown.clip_id.tolist() == [r["clip_id"] for r in disputed][-len(shown):]

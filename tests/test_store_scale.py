@@ -65,10 +65,22 @@ def assert_derived_tables_agree(project: Project) -> None:
     assert store.current_label_count(project) == len(current)
     assert store.judged_clip_ids(project) == {r["clip_id"] for r in current}
     assert agreement.disagreements(store.disputed_labels(project)) == agreement.disagreements(current)
+    settled = store.adjudications.__wrapped__(project)
+    assert store.open_disagreements(project) == sum(d["clip_id"] not in settled
+                                                    for d in agreement.disagreements(current))
     consensus = store.consensus_labels.__wrapped__(project)
     assert consensus == _reference_consensus(full, store.adjudications.__wrapped__(project))
     counts = store.stats.__wrapped__(project)
     active = store.list_clips.__wrapped__(project)
+    assert store.dataset_clip_ids(project) == {c["id"] for c in active}
+    assert store.dataset_exercise_of(project) == {c["id"]: c["exercise"] for c in active}
+    assert store.dataset_clip_order(project) == [c["id"] for c in active]
+    assert store.dataset_clip_order(project, "lunge") == [c["id"] for c in active if c["exercise"] == "lunge"]
+    some = {c["id"] for c in active[::3]}
+    assert store.clips_in_order(project, some) == [c for c in active if c["id"] in some]
+    coaches = [r for r in current if r["annotator"] != "import"]
+    assert (agreement.disagreements([r for r in store.disputed_labels(project) if r["annotator"] != "import"])
+            == agreement.disagreements(coaches))
     assert counts["clips"] == len(active)
     assert counts["labelled"] == sum(c["id"] in consensus for c in active)
     for exercise, entry in counts["per_exercise"].items():
@@ -248,3 +260,23 @@ def test_the_paged_clip_table_equals_the_whole_overview_filtered(project):
     balance = {(r["exercise"], r["label"]): r["clips"] for r in store.label_balance(project)}
     assert balance == {k: sum((r["exercise"], r["label"]) == k for r in overview) for k in balance}
     assert sum(balance.values()) == len(overview) == store.project_counts(project)["clips"]
+
+
+def test_a_cold_start_scores_a_sample_of_a_large_pool_and_counts_all_of_it(tmp_path, monkeypatch):
+    from model import features, suggest
+    from tests.benchmarks.bench_scale import build_project
+
+    project = build_project(tmp_path / "p", 400)
+    unlabelled = store.dataset_clip_ids(project) - store.judged_clip_ids(project)
+    monkeypatch.setattr(suggest, "COLD_SAMPLE", 40)
+    monkeypatch.setattr(suggest, "COLD_LABELLED", 20)
+    read = []
+    real = features.load_clipset
+    monkeypatch.setattr(suggest, "load_clipset", lambda *a, **k: read.append(k.get("only")) or real(*a, **k))
+    first = suggest.suggest(project, k=5)
+    assert first.pool == len(unlabelled) > 200 and first.run_id is None
+    assert len(first.pool_ids) == 40 and set(first.pool_ids) <= unlabelled
+    assert suggest.suggest(project, k=5).items == first.items  # the same sample, the same batch
+    assert len(read[0]) == 40 + 20  # the poses of the sample alone were read
+    assert {s.clip_id for s in first.items} <= set(first.pool_ids) and len(first.items) == 5
+    assert any("sample of 40" in note for note in first.notes)

@@ -1,12 +1,14 @@
 """Benchmark: the project keeps its speed as it grows (issue 13), at 10,000 and 100,000 clips.
 
-For each size: the server time of a verdict on the real Label page (AppTest script runs: save, next clip, the
-page laid out again; bar 150 ms), next_clip and progress_of alone, the counts (store.stats), current_labels
-and clip_overview (the Dataset page's table) after a write and unchanged, the first draw of each page by a new
-session (bar 1 s), and importing tiny arrays (2,000 and 10,000 clips, --quick 100 and 500; per 1,000 clips);
-then the growth ratio large/small of each: near 10 grows linearly, near 1 not at all. Projects are built by
-inserting rows (one shared pose array), not by importing, so that 100,000 clips take seconds. Run as
-`python tests/benchmarks/bench_scale.py [--quick]` (--quick: 1,000 and 10,000 clips, the Label page only).
+For each size: the server time of a verdict (store.add_label_event, then store.next_clip and store.upcoming_clips
+for the queue: what the Label page asks on each verdict; bar 150 ms), next_clip and progress_of alone, the counts
+(store.project_counts: the Home page's; store.stats with the dataset statistics), current_labels,
+consensus_labels and one page of the Dataset page's clip table (store.clip_table) after a write (every kept read
+stale) and unchanged, the first draw of each page by a new session after a write (bar 1 s; Suggest on a cold
+start: no run), and importing tiny arrays (2,000 and 10,000 clips, --quick 100 and 500; per 1,000 clips); then
+the growth ratio large/small of each: near 10 grows linearly, near 1 not at all. Projects are built by inserting
+rows (one shared pose array), not by importing, so that 100,000 clips take seconds. Run as
+`python tests/benchmarks/bench_scale.py [--quick]` (--quick: 2,000 and 20,000 clips).
 """
 
 from __future__ import annotations
@@ -23,10 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 EXERCISES = ("squat", "push-up", "lunge")
-# The Suggest page scores every clip's features when no model is trained yet (model.suggest's cold pool): minutes
-# at 100,000 clips, measured apart (--pages) rather than in every run.
 PAGES = ("app.py", "pages/1_Ingest.py", "pages/2_Label.py", "pages/3_Dataset.py", "pages/4_Train.py",
-         "pages/6_Admin.py")
+         "pages/5_Suggest.py", "pages/6_Admin.py")
 
 
 def build_project(root: Path, clips: int):
@@ -71,8 +71,26 @@ def _after_write(project, fn) -> float:
     return _ms(fn)
 
 
+def store_verdict_times(project, n_verdicts: int) -> list[float]:
+    """The server work of a verdict (ms): the event written, the next clip chosen and claimed, the queue's next
+    clips listed (the Label page refills its queue with these)."""
+    from curation import store
+
+    times = []
+    clip = store.next_clip(project, "kim")
+    for i in range(n_verdicts):
+        t0 = time.perf_counter()
+        store.add_label_event(project, {"clip_id": clip["id"], "annotator": "kim",
+                                        "verdict": ("correct", "incorrect")[i % 2], "seconds": 3.0})
+        clip = store.next_clip(project, "kim")
+        store.upcoming_clips(project, "kim", current=clip["id"], limit=3)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 def verdict_times(n_verdicts: int) -> list[float]:
-    """Script runs of the Label page, each saving a verdict and showing the next clip (ms)."""
+    """Script runs of the Label page, each saving a verdict and showing the next clip (ms); none when the page
+    has no verdict buttons to click (a page that sends verdicts from the browser)."""
     from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "pages" / "2_Label.py"), default_timeout=600)
@@ -81,7 +99,10 @@ def verdict_times(n_verdicts: int) -> list[float]:
     times = []
     for i in range(n_verdicts):
         prefix = "label_correct_" if i % 2 else "label_incorrect_"
-        at.button(key=next(b.key for b in at.button if b.key and b.key.startswith(prefix))).click()
+        keys = [b.key for b in at.button if b.key and b.key.startswith(prefix)]
+        if not keys:
+            return []
+        at.button(key=keys[0]).click()
         t0 = time.perf_counter()
         at.run()
         times.append((time.perf_counter() - t0) * 1000)
@@ -99,15 +120,19 @@ def warm_up(pages: tuple[str, ...]) -> None:
             AppTest.from_file(str(ROOT / page), default_timeout=300).run()
 
 
-def first_draws(pages: tuple[str, ...]) -> dict[str, float]:
-    """Each page's first script run for a new session (ms); modules are imported already, as in a running app."""
+def first_draws(project, pages: tuple[str, ...]) -> dict[str, float]:
+    """Each page's first script run for a new session right after a write (ms; every kept read stale, as after
+    another coach's verdict); modules are imported already, as in a running app."""
     from streamlit.testing.v1 import AppTest
 
     out = {}
-    for page in pages:
+    empty = project.root / "empty_page.py"  # AppTest's own cost of a first run, to read the others against
+    empty.write_text("import streamlit as st\n\nst.write('empty')\n")
+    for page in (str(empty), *pages):
+        _after_write(project, lambda: None)
         at = AppTest.from_file(str(ROOT / page), default_timeout=900)
         at.session_state["annotator"] = "kim"
-        out[page] = _ms(at.run)
+        out["an empty page" if page == str(empty) else page] = _ms(at.run)
         assert not at.exception, (page, at.exception)
     return out
 
@@ -125,23 +150,29 @@ def import_ms(folder: Path, clips: int) -> float:
 def measure(clips: int, n_verdicts: int, pages: tuple[str, ...], import_clips: int) -> dict[str, float]:
     """Every figure of one project size (ms)."""
     from curation import store
-    from curation.dataset import clip_overview
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["FORMCHECK_DATA"] = str(Path(tmp) / "project")
         project = build_project(Path(tmp) / "project", clips)
         fig: dict[str, float] = {}
-        times = sorted(verdict_times(n_verdicts))
-        fig["verdict median"] = statistics.median(times)
-        fig["verdict p95"] = times[int(0.95 * (len(times) - 1))]
+        times = sorted(store_verdict_times(project, n_verdicts))
+        fig["verdict (store) median"] = statistics.median(times)
+        fig["verdict (store) p95"] = times[int(0.95 * (len(times) - 1))]
+        if "pages/2_Label.py" in pages:
+            times = sorted(verdict_times(n_verdicts // 3))
+            if times:
+                fig["verdict (Label page run) median"] = statistics.median(times)
         fig["next_clip"] = _ms(lambda: store.next_clip(project, "kim"), 5)
         fig["progress_of"] = _ms(lambda: store.progress_of(project, "kim"), 5)
+        fig["counts after a write"] = _after_write(project, lambda: store.project_counts(project))
         fig["stats after a write"] = _after_write(project, lambda: store.stats(project))
         fig["stats unchanged"] = _ms(lambda: store.stats(project), 3)
         fig["current_labels after a write"] = _after_write(project, lambda: store.current_labels(project))
-        fig["clip_overview after a write"] = _after_write(project, lambda: clip_overview(project))
-        fig["clip_overview unchanged"] = _ms(lambda: clip_overview(project), 3)
-        for page, ms in first_draws(pages).items():
+        fig["consensus_labels after a write"] = _after_write(project, lambda: store.consensus_labels(project))
+        fig["clip_table page after a write"] = _after_write(project, lambda: store.clip_table(project))
+        fig["clip_table filtered page"] = _ms(lambda: store.clip_table(project, states=["disputed", "correct"],
+                                                                       coach="bob", offset=200), 3)
+        for page, ms in first_draws(project, pages).items():
             fig[f"first draw {page}"] = ms
         if import_clips:
             fig["import, per 1,000 clips"] = import_ms(Path(tmp), import_clips) * 1000 / import_clips
@@ -150,13 +181,13 @@ def measure(clips: int, n_verdicts: int, pages: tuple[str, ...], import_clips: i
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="1,000 and 10,000 clips, the Label page only")
-    parser.add_argument("--pages", nargs="*", help="pages to draw (default: all but Suggest)")
+    parser.add_argument("--quick", action="store_true", help="2,000 and 20,000 clips")
+    parser.add_argument("--pages", nargs="*", help="pages to draw (default: every page)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    sizes = (1_000, 10_000) if args.quick else (10_000, 100_000)
-    pages = tuple(args.pages) if args.pages is not None else (("pages/2_Label.py",) if args.quick else PAGES)
-    verdicts = 8 if args.quick else 30
+    sizes = (2_000, 20_000) if args.quick else (10_000, 100_000)
+    pages = tuple(args.pages) if args.pages is not None else PAGES
+    verdicts = 12 if args.quick else 30
     warm_up(pages)
     small = measure(sizes[0], verdicts, pages, 100 if args.quick else 2_000)
     large = measure(sizes[1], verdicts, pages, 500 if args.quick else 10_000)
@@ -169,8 +200,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{key:40s} {small[key]:10.1f}")
     for key in large.keys() - small.keys():
         print(f"{key:40s} {'':10s} {large[key]:10.1f}")
-    print(f"bars at {sizes[1]:,}: verdict {large['verdict median']:.0f} ms (150), slowest first draw "
-          f"{max((v for k, v in large.items() if k.startswith('first draw')), default=0):.0f} ms (1000)")
+    draws = {k: v for k, v in large.items() if k.startswith("first draw") and "empty" not in k}
+    slowest = max(draws, key=draws.get, default=None)
+    print(f"bars at {sizes[1]:,}: verdict {large['verdict (store) median']:.0f} ms (150), slowest first draw "
+          f"{draws.get(slowest, 0):.0f} ms (1000: {slowest}; an empty page {large.get('first draw an empty page', 0):.0f} ms)")
     return {"small": small, "large": large}
 
 

@@ -12,6 +12,7 @@ from tests.benchmarks import (  # noqa: E402
     bench_assess,
     bench_batch,
     bench_label,
+    bench_label_browser,
     bench_pipeline,
     bench_pose,
     bench_quality,
@@ -28,6 +29,7 @@ def main(argv: list[str]) -> None:
     bench_assess.main(quick)
     bench_batch.main(quick)
     bench_label.main(quick)
+    bench_label_browser.main(quick)
     bench_scale.main(quick)
     bench_train.main(quick)
     bench_quality.main(quick)
