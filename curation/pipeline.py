@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -292,8 +293,6 @@ def crop_side(src: Path, dst: Path, side: str, options: NormaliseOptions):
     """Write one half of a normalised video (a split screen's side) as its own H.264 video; returns its info."""
     crop = {"left": "crop=trunc(iw/4)*2:ih:0:0", "right": "crop=trunc(iw/4)*2:ih:iw-trunc(iw/4)*2:0",
             "top": "crop=iw:trunc(ih/4)*2:0:0", "bottom": "crop=iw:trunc(ih/4)*2:0:ih-trunc(ih/4)*2"}[side]
-    import subprocess
-
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i", str(src),
                     "-vf", f"{crop},setsar=1", "-c:v", "libx264", "-preset", options.preset, "-crf",
                     str(options.crf), "-pix_fmt", "yuv420p", "-an", "-movflags", "+faststart", str(dst)],

@@ -2256,13 +2256,20 @@ def dataset_statistics(project: Project) -> dict:
     with connect(project) as db:
         videos = _rows(db.conn, "SELECT id, exercise, frames, fps, width, height, person_share, athlete, channel_id "
                        "FROM videos ORDER BY id")
-        clips = db.conn.execute("SELECT c.id, c.exercise, c.end_frame - c.start_frame, c.fps, c.complexity, l.label "
-                                "FROM clips c LEFT JOIN clip_labels l ON l.clip_id = c.id "
-                                "WHERE c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips)").fetchall()
+        # Summed in SQL per exercise and label (100,000 clips: no row of each read into Python but its seconds).
+        kept = "c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips)"
+        groups = db.conn.execute("SELECT c.exercise, l.label, count(*), sum(c.end_frame - c.start_frame), "
+                                 "sum((c.end_frame - c.start_frame) / c.fps), sum(c.complexity), count(c.complexity) "
+                                 f"FROM clips c LEFT JOIN clip_labels l ON l.clip_id = c.id WHERE {kept} "
+                                 "GROUP BY 1, 2").fetchall()
+        clip_seconds = [r[0] for r in db.conn.execute(f"SELECT (c.end_frame - c.start_frame) / c.fps FROM clips c "
+                                                      f"WHERE {kept}")]
+        exercise_of = dict(db.conn.execute(f"SELECT c.id, c.exercise FROM json_each(?) j CROSS JOIN clips c "
+                                           f"ON c.id = j.value WHERE {kept}", (json.dumps(list(coaches)),)))
         timing = _rows(db.conn, "SELECT verdict, seconds FROM label_events WHERE kind = 'verdict' AND seconds IS NOT "
                        "NULL AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL)")
-    exercise_of = {c[0]: c[1] for c in clips}
     per: dict[str, dict] = {}
+    automatic: dict[str, list[float]] = {}  # exercise -> [sum, count] of the clips' automatic index
 
     def entry(exercise: str) -> dict:
         if exercise not in per:  # not setdefault: its default would be built for each of 100,000 clips
@@ -2273,22 +2280,24 @@ def dataset_statistics(project: Project) -> dict:
 
     for v in videos:
         entry(v["exercise"] or "unknown")["videos"] += 1
-    for _, exercise, n, fps, complexity, label in clips:
+    for exercise, label, n_clips, n, seconds, complexity, rated in groups:
         e = entry(exercise)
-        e["clips"] += 1
+        e["clips"] += n_clips
         e["frames"] += n
-        e["seconds"] += n / fps
-        e["complexity_auto"].append(complexity)
+        e["seconds"] += seconds
+        total = automatic.setdefault(exercise, [0.0, 0])
+        total[0], total[1] = total[0] + (complexity or 0.0), total[1] + rated
         if label in LABELS:
-            e["labelled"] += 1
+            e["labelled"] += n_clips
             e["labelled_frames"] += n
-            e["per_class"][label]["clips"] += 1
+            e["per_class"][label]["clips"] += n_clips
             e["per_class"][label]["frames"] += n
     for clip_id, values in coaches.items():
         if clip_id in exercise_of:
             entry(exercise_of[clip_id])["complexity_coach"].append(values["complexity"])
-    for e in per.values():
-        e["complexity_auto"] = _summary(e["complexity_auto"])["mean"]
+    for exercise, e in per.items():
+        total, rated = automatic.get(exercise, (0.0, 0))
+        e["complexity_auto"] = total / rated if rated else None
         e["complexity_coach"] = _summary(e["complexity_coach"])["mean"]
     trim = trim_summary(project)
     frames = sum(v["frames"] for v in videos)
@@ -2299,7 +2308,7 @@ def dataset_statistics(project: Project) -> dict:
         "per_class": {lab: {"clips": sum(e["per_class"][lab]["clips"] for e in per.values()),
                             "frames": sum(e["per_class"][lab]["frames"] for e in per.values())} for lab in LABELS},
         "video_seconds": _summary([v["frames"] / v["fps"] for v in videos if v["fps"]]),
-        "clip_seconds": _summary([c[2] / c[3] for c in clips]),
+        "clip_seconds": _summary(clip_seconds),
         "resolutions": _counts(f"{v['width']}x{v['height']}" for v in videos),
         "fps": _counts(f"{v['fps']:g}" for v in videos),
         "athletes": len({v["athlete"] for v in videos if v["athlete"]}),
@@ -2798,8 +2807,9 @@ def label_balance(project: Project) -> list[dict]:
     """Per exercise and label state (as clip_table's `label`), how many active, not excluded clips: the Dataset
     page's class balance."""
     with connect(project) as db:
-        return _rows(db.conn, f"SELECT c.exercise, {_STATE_SQL} AS label, count(*) AS clips {_TABLE_FROM} "
-                              "GROUP BY 1, 2 ORDER BY 1, 2")
+        return _rows(db.conn, f"SELECT q.exercise, {_STATE_SQL} AS label, count(*) AS clips FROM clip_queue q "
+                              "LEFT JOIN clip_labels l ON l.clip_id = q.clip_id WHERE q.active = 1 AND q.clip_id "
+                              "NOT IN (SELECT clip_id FROM excluded_clips) GROUP BY 1, 2 ORDER BY 1, 2")
 
 
 def dataset_exercises(project: Project) -> list[str]:
@@ -2880,3 +2890,22 @@ def dataset_exercise_of(project: Project) -> dict[str, str]:
     with connect(project) as db:
         return dict(db.conn.execute("SELECT q.clip_id, q.exercise FROM clip_queue q WHERE q.active = 1 "
                                     "AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips)"))
+
+
+def open_disagreement_labels(project: Project, limit: int = 200, without: str = "import") -> tuple[list[dict], int]:
+    """The current labels (clip_id, annotator, verdict, criteria; annotator `without` left out) of the first
+    `limit` clips agreement.disagreements lists that no adjudication settles, in its order (most split first, then
+    most votes, then clip id), and how many such clips there are: the Dataset page's waiting list, ranked in SQL."""
+    ranked = ("SELECT clip_id, CAST(min(c, n - c) AS REAL) / n AS split, n FROM (SELECT clip_id, "
+              "sum(verdict = 'correct') AS c, count(*) AS n FROM label_current WHERE annotator != :without "
+              "AND clip_id IN (SELECT clip_id FROM clip_labels WHERE correct > 0 AND incorrect > 0 "
+              "AND NOT adjudicated) GROUP BY clip_id) WHERE c > 0 AND c < n")
+    with connect(project) as db:
+        total = db.conn.execute(f"SELECT count(*) FROM ({ranked})", {"without": without}).fetchone()[0]
+        rows = _rows(db.conn, "SELECT k.clip_id, k.annotator, k.verdict, e.criteria FROM label_current k "
+                              "CROSS JOIN label_events e ON e.id = k.event_id WHERE k.annotator != :without AND "
+                              f"k.clip_id IN (SELECT clip_id FROM ({ranked}) ORDER BY split DESC, n DESC, clip_id "
+                              "LIMIT :limit) ORDER BY k.clip_id, k.annotator", {"without": without, "limit": limit})
+    for r in rows:
+        r["criteria"] = json.loads(r["criteria"]) if r["criteria"] != "{}" else {}
+    return rows, total

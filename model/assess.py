@@ -8,7 +8,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -228,7 +228,8 @@ def keep_processed(project: Project, processed: Processed) -> dict:
     try:
         existing = existing or store.find_video(project, processed.key)
         if existing is not None:
-            return {"source": processed.source, "video_id": existing["id"], "clips": existing["clips"],
+            return {"source": processed.source, "video_id": existing["id"], "title": existing["title"],
+                    **{k: existing[k] for k in ("frames", "fps", "person_share", "trimmed_share", "clips")},
                     "existing": True, "error": None}
         return store_result(project, processed)
     finally:
@@ -303,9 +304,12 @@ ASSESSMENTS = "assessments"  # project.work/assessments/<id>/: video.mp4, pose.n
 PROCESSED, RESULT = "processed.json", "result.json"
 
 
+_FILES = ("video_file", "pose_file")  # Processed's paths: the files themselves are kept beside its JSON
+
+
 def _processed_dict(p: Processed) -> dict:
-    return {"source": p.source, "key": p.key, "video": p.video, "clips": p.clips, "removed": p.removed,
-            "cuts": p.cuts, "flagged": p.flagged}
+    """Every field of a Processed but its file paths, as JSON values (whatever fields the pipeline adds)."""
+    return {f.name: getattr(p, f.name) for f in fields(Processed) if f.name not in _FILES}
 
 
 def new_assessment_dir(project: Project) -> Path:
@@ -344,9 +348,9 @@ def keep_assessment(project: Project, assessment_id: str) -> dict:
     try:
         for name in ("video.mp4", "pose.npz"):
             shutil.copyfile(folder / name, scratch / name)
-        processed = Processed(saved["source"], saved["key"], saved["video"], saved["clips"],
-                              [tuple(r) for r in saved["removed"]], scratch / "video.mp4", scratch / "pose.npz",
-                              cuts=list(saved["cuts"]), flagged=[tuple(r) for r in saved["flagged"]])
+        known = {f.name for f in fields(Processed)}
+        saved = {k: [tuple(r) for r in v] if k in ("removed", "flagged") else v for k, v in saved.items() if k in known}
+        processed = Processed(**saved, video_file=scratch / "video.mp4", pose_file=scratch / "pose.npz")
         return keep_processed(project, processed)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

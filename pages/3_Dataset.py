@@ -247,6 +247,7 @@ with videos_tab:
 # ------------------------------------------------------------------ agreement
 
 
+OPEN_CASES_SHOWN = 200  # clips of the waiting list shown, most split first
 AGREEMENT_AT_ONCE = 20_000  # current labels up to which the kappas come with the page (~0.5 s); past it, on request
 
 
@@ -274,15 +275,15 @@ with agree_tab:
         st.dataframe(table, hide_index=True, width="stretch",
                      column_config={"percent_agreement": st.column_config.NumberColumn(format="%.2f"),
                                     "kappa": st.column_config.NumberColumn(format="%.2f")})
-    settled = store.adjudications(project)
-    disputed = [r for r in store.disputed_labels(project) if r["annotator"] != "import"]  # not every label
-    open_cases = [d for d in agreement.disagreements(disputed) if d["clip_id"] not in settled]
-    st.metric("Clips waiting for a lead coach", len(open_cases))
+    disputed, waiting = store.open_disagreement_labels(project, limit=OPEN_CASES_SHOWN)  # ranked in SQL
+    open_cases = agreement.disagreements(disputed)
+    st.metric("Clips waiting for a lead coach", waiting)
     if open_cases:
         st.dataframe(pd.DataFrame([{"clip_id": d["clip_id"], "split": d["split"],
                                     "votes": ", ".join(f"{k}: {v}" for k, v in d["votes"].items())}
                                    for d in open_cases]), hide_index=True, width="stretch")
-        st.caption("A lead coach settles these on the Label page (queue: Settle disagreements).")
+        st.caption(("" if waiting == len(open_cases) else f"The {len(open_cases)} most split of {waiting}. ")
+                   + "A lead coach settles these on the Label page (queue: Settle disagreements).")
 
 
 # ------------------------------------------------------------------ coaches and the model (assisted labelling)

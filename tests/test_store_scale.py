@@ -66,6 +66,11 @@ def assert_derived_tables_agree(project: Project) -> None:
     assert store.judged_clip_ids(project) == {r["clip_id"] for r in current}
     assert agreement.disagreements(store.disputed_labels(project)) == agreement.disagreements(current)
     settled = store.adjudications.__wrapped__(project)
+    coaches = [r for r in current if r["annotator"] != "import"]
+    waiting = [d for d in agreement.disagreements(coaches) if d["clip_id"] not in settled]
+    for limit in (1, 2, 1000):
+        labels, total = store.open_disagreement_labels(project, limit=limit)
+        assert (agreement.disagreements(labels), total) == (waiting[:limit], len(waiting))
     assert store.open_disagreements(project) == sum(d["clip_id"] not in settled
                                                     for d in agreement.disagreements(current))
     consensus = store.consensus_labels.__wrapped__(project)
@@ -78,7 +83,6 @@ def assert_derived_tables_agree(project: Project) -> None:
     assert store.dataset_clip_order(project, "lunge") == [c["id"] for c in active if c["exercise"] == "lunge"]
     some = {c["id"] for c in active[::3]}
     assert store.clips_in_order(project, some) == [c for c in active if c["id"] in some]
-    coaches = [r for r in current if r["annotator"] != "import"]
     assert (agreement.disagreements([r for r in store.disputed_labels(project) if r["annotator"] != "import"])
             == agreement.disagreements(coaches))
     assert counts["clips"] == len(active)

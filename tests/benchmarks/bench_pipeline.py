@@ -67,7 +67,7 @@ def ingest_in_child(video: Path, data: Path) -> dict:
 
 # One ingest through the Python API in a fresh process, with issue 15's checks on or off; prints its wall time.
 _CHECKS = (
-    "import json, sys, time\n"
+    "import json, resource, sys, time\n"
     "from pathlib import Path\n"
     "from curation.pipeline import PipelineOptions, ingest_source\n"
     "from curation.pose import PoseOptions\n"
@@ -76,13 +76,19 @@ _CHECKS = (
     "options = PipelineOptions() if on else PipelineOptions(replays=False, pose=PoseOptions(people_every_seconds=0))\n"
     "t0 = time.perf_counter()\n"
     "result = ingest_source(Project.open(data), video, 'squat', options=options)\n"
-    "print('RESULT', json.dumps({'wall_s': time.perf_counter() - t0, 'clips': result['clips']}))\n"
+    "wall = time.perf_counter() - t0\n"
+    "cpu = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)\n"
+    "          for f in ('ru_utime', 'ru_stime'))\n"
+    "print('RESULT', json.dumps({'wall_s': wall, 'cpu_s': cpu, 'clips': result['clips']}))\n"
 )
 
 
 def checks_cost(video: Path, tmp: Path, rounds: int = 2) -> dict:
-    """Wall time of the ingest with the checks off and on (alternating, fresh project each), and the ratio."""
+    """Wall and CPU time (the process and its pose workers and ffmpeg) of the ingest with the checks off and
+    on (alternating, a fresh project each), and the ratios. On a busy machine wall time swings with the other
+    work; CPU time much less."""
     times: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
     clips = {}
     for r in range(rounds):
         for mode in ("off", "on"):
@@ -93,13 +99,18 @@ def checks_cost(video: Path, tmp: Path, rounds: int = 2) -> dict:
                 raise SystemExit(f"ingest failed: {out.stdout}\n{out.stderr}")
             result = json.loads(out.stdout.split("RESULT", 1)[1])
             times[mode].append(result["wall_s"])
+            cpu[mode].append(result["cpu_s"])
             clips[mode] = result["clips"]
     off, on = min(times["off"]), min(times["on"])
+    cpu_off, cpu_on = min(cpu["off"]), min(cpu["on"])
     print(f"\n== cost of the people and replay checks ({video.name}) ==")
     print(f"checks off: {', '.join(f'{t:.1f}' for t in times['off'])} s ({clips['off']} clips); "
           f"on: {', '.join(f'{t:.1f}' for t in times['on'])} s ({clips['on']} clips)")
     print(f"best of each: {off:.1f} s -> {on:.1f} s, ratio {on / off:.3f} (bar: <= 1.15)")
-    return {"off_s": times["off"], "on_s": times["on"], "ratio": on / off, "clips": clips}
+    print(f"CPU time: off {', '.join(f'{t:.1f}' for t in cpu['off'])} s; "
+          f"on {', '.join(f'{t:.1f}' for t in cpu['on'])} s; best {cpu_off:.1f} -> {cpu_on:.1f} s, ratio {cpu_on / cpu_off:.3f}")
+    return {"off_s": times["off"], "on_s": times["on"], "ratio": on / off, "cpu_off_s": cpu["off"],
+            "cpu_on_s": cpu["on"], "cpu_ratio": cpu_on / cpu_off, "clips": clips}
 
 
 def main(argv: list[str] | None = None) -> dict:
