@@ -710,10 +710,11 @@ def _check_track(path: Path, name: str, limits: ImportLimits) -> int:
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
-            # cuts.npy: tracks made since camera cuts are found (curation.shots); older ones have none.
-            if {i.filename for i in infos} - {"cuts.npy"} != TRACK_ARRAYS:
+            # cuts.npy: tracks made since camera cuts are found (curation.shots); older ones have none. Likewise
+            # people_*.npy, the people checks (curation.people).
+            if {i.filename for i in infos} - {"cuts.npy", "people_frames.npy", "people_boxes.npy"} != TRACK_ARRAYS:
                 raise DatasetError(f"{name} holds {sorted(i.filename for i in infos)[:9]}, not a pose track's arrays")
-            if sum(i.file_size for i in infos) > limits.max_frames * (N_LANDMARKS * 4 * 4 + 13 + 8) + (1 << 16):
+            if sum(i.file_size for i in infos) > limits.max_frames * (N_LANDMARKS * 4 * 4 + 13 + 8 + 8) + (1 << 16):
                 raise DatasetError(f"{name} has more than {limits.max_frames} frames")
             for info in infos:
                 with archive.open(info) as fh:
@@ -735,6 +736,12 @@ def _check_track(path: Path, name: str, limits: ImportLimits) -> int:
                 for k in ("fps", "width", "height"))
         and ("cuts" not in arrays or (arrays["cuts"].ndim == 1 and arrays["cuts"].dtype.kind in "iu"
                                       and bool(((arrays["cuts"] > 0) & (arrays["cuts"] < frames)).all())))
+        and ("people_frames" not in arrays
+             or (arrays["people_frames"].ndim == 1 and arrays["people_frames"].dtype.kind in "iu"
+                 and arrays.get("people_boxes", np.zeros(0)).ndim == 3
+                 and arrays["people_boxes"].shape[::2] == (len(arrays["people_frames"]), 4)
+                 and arrays["people_boxes"].dtype.kind == "f"
+                 and bool(((arrays["people_frames"] >= 0) & (arrays["people_frames"] < frames)).all())))
     )
     if not fits:
         raise DatasetError(f"{name}: the arrays do not form a pose track ((T, 33, 4) float32 and T values each)")
@@ -848,7 +855,8 @@ Written by `python -m curation export` (or the Dataset page). `python -m curatio
 - `tables/<table>.csv`: every row and column of each project table, rows sorted by primary key: `exercises`,
   `criteria` and `rubric_events` (the rubric and its history), `annotators`, `videos` (provenance, frame size,
   athlete), `video_events`, `trim_spans` and `trim_events` (what the trim removed and its review), `shot_cuts`
-  (first frames after camera cuts) and `flagged_spans` (kept but marked), `clips` (bounds, fps, complexity
+  (first frames after camera cuts) and `flagged_spans` (kept but marked; a replay with the span it repeats),
+  `video_people` (the athlete rule, split screen and side of each video ingested since issue 15), `clips` (bounds, fps, complexity
   values, frame size, camera view, active or replaced), `clip_edits` and `clip_parents` (bounds
   moved, splits, merges), `exclusions`, `label_events` (every event of every coach: verdict, criteria JSON,
   complexity values, note, seconds, the frames and exercise judged, the model's opinion recorded and whether
@@ -857,7 +865,7 @@ Written by `python -m curation export` (or the Dataset page). `python -m curatio
   is NULL; numbers are written exactly (Python repr); JSON columns hold JSON text.
 - `files/poses/...`: the pose files the tables point to (`pose_path`): a video's whole pose track (.npz of
   arrays `landmarks` (T, 33, 4), `timestamps`, `detected`, `motion`, `fps`, `width`, `height`, and `cuts`
-  since camera cuts are found), so that clip
+  since camera cuts are found, `people_frames` and `people_boxes` since people are checked), so that clip
   bounds can still move, and imported clips' arrays (.npy). Video files are not exported: after an import the
   Label page shows the skeleton without the picture.
 

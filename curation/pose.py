@@ -76,7 +76,7 @@ class PoseOptions:
     # detected share 0.761->0.752).
     max_side: int | None = None
     # Seconds between searches for people besides the tracked one (curation.people; 0: never). Costs about
-    # 3 % of the pass at 0.5 s.
+    # 4 % of the pass at 0.5 s.
     people_every_seconds: float = PeopleOptions().every_seconds
 
     def __post_init__(self) -> None:

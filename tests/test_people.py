@@ -4,6 +4,7 @@ side can be ingested as its own video; the athlete is chosen by a rule and track
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -16,6 +17,7 @@ from curation.people import PeopleChecks, chosen_boxes, find_split, several_peop
 from curation.pipeline import PipelineOptions, ingest_source, process_source
 from curation.pose import extract_pose, load_track
 from curation.project import Project
+from tests.conftest import ROOT
 
 LEFT = "kaiakol/squat/correct/squat_correct_010.mp4"  # 90 frames, a side-on squat
 RIGHT = "kaiakol/squat/correct/squat_correct_007.mp4"  # 75 frames, a front-on squat (held 20 frames at the end)
@@ -155,3 +157,9 @@ def test_a_coach_beside_the_athlete_is_flagged_and_the_most_moving_rule_tracks_t
         bend[rule] = float(np.nanmax(np.nanpercentile(knees, 95, axis=0) - np.nanpercentile(knees, 5, axis=0)))
     # The squatter's knees bend through 80-140 degrees; the standing coach's by under 30 (measured).
     assert bend["most moving"] > 60 > 2 * bend["tracked"], bend
+
+
+def test_the_ingest_command_refuses_a_point_outside_the_picture(data_dir, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "curation", "ingest", str(tmp_path / "any.mp4"), "--athlete-at", "1.5,0.2",
+                   "--data", str(data_dir)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--athlete-at takes X,Y" in proc.stderr + proc.stdout
