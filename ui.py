@@ -309,7 +309,9 @@ SEQUENCE_MS = 700  # keys typed this close together form one multi-character key
 
 def shortcuts(keys: dict[str, str]) -> None:
     """Keyboard shortcuts for widgets that have none of their own (checkboxes): a key clicks the widget
-    with that Streamlit key.
+    with that Streamlit key. (The Label page no longer uses it: its labeller, curation/labeller.js, handles its
+    own keys in the browser. The page before it, which tests/benchmarks/bench_label_browser.py compares
+    against, does.)
 
     Keys typed into a text field (the note) are left alone, modifier combinations are never taken (the
     browser's and Streamlit's own shortcuts keep working), and a widget of a run being replaced (stale) is
