@@ -112,6 +112,7 @@ class Labeller {
   update(data, setState) {
     this.setState = setState;
     this.data = data;
+    const answered = this.inflight && data.echo === this.inflight;  // the run that read our last message is done
     const m = this.m = model(data.store);
     this.kind = data.kind || "verdict";
     const modeChanged = this.mode !== undefined && this.mode !== (data.assist || "off");
@@ -157,11 +158,13 @@ class Labeller {
     this.render();
     // Tell the server what is on screen after a jump or the first clip, and ask once for a player it did not send.
     const missing = this.missingPlayers();
+    if (answered) this.inflight = null;
     if (changed || !this.started || (missing && missing !== this.asked)) {
       this.started = true;
       this.asked = missing;
-      this.send();
+      this.dirty = true;
     }
+    if (this.dirty && !this.inflight) this.send();
   }
 
   missingPlayers() {
@@ -287,7 +290,7 @@ class Labeller {
     const card = this.current;
     this.caption.textContent = card ? card.caption : "";
     let msg = "";
-    if (!card) msg = this.exhausted ? (this.data.empty || "Nothing left to label here.") : "Loading the next clip…";
+    if (!card) msg = this.exhausted ? "No clip left in this queue." : "Loading the next clip…";
     else if (!this.players.has(card.player)) msg = "Loading the clip…";
     this.message.textContent = msg;
     const onWay = m.outbox.length;
@@ -372,9 +375,13 @@ class Labeller {
 
   // The entry is in localStorage already; the message to the server waits until the next clip is painted, so the
   // work of sending it (Streamlit's widget state, the websocket) never delays the clip on screen.
+  // One message at a time: a new message while the server's run for the last one is going would stop that run
+  // (Streamlit reruns at once), and keys faster than a run under load would then starve the refill of clips. What
+  // changes meanwhile goes with the next message, sent when the answer arrives (or after RESEND_MS).
   sendSoon() {
     const self = this;
-    requestAnimationFrame(function () { setTimeout(function () { self.send(); }, 0); });
+    this.dirty = true;
+    requestAnimationFrame(function () { setTimeout(function () { if (!self.inflight) self.send(); }, 0); });
   }
 
   findSent(id) {
@@ -388,14 +395,18 @@ class Labeller {
       m.sent.set(e.rid, e);
     }
     const have = Array.from(this.players.keys());
+    const sent = Date.now() + Math.random();
+    this.inflight = sent;
+    this.dirty = false;
     this.setState("sync", {outbox: m.outbox, showing: this.current ? this.current.id : null, have: have,
-                           jump: this.jump, sent: Date.now()});
+                           jump: this.jump, sent: sent});
     // Until every entry is acknowledged, the outbox goes again now and then: a message lost with a dropped
     // connection, or a run that ended before saving it, cannot leave a verdict waiting for the next key.
     clearTimeout(this.retry);
     const self = this;
     this.retry = setTimeout(function () {
-      if (self.m.outbox.length && self.root.isConnected) self.send();
+      if ((self.m.outbox.length || self.dirty) && self.root.isConnected) self.send();
+      else self.inflight = null;
     }, RESEND_MS);
   }
 

@@ -188,6 +188,7 @@ with surface:
         "kind": "adjudication" if mode == "Settle disagreements" else "verdict",
         "assist": assist_mode, "queue": cards, "players": players, "jump": state["label_jump"],
         "acked": saved["acked"], "refused": saved["refused"], "exhausted": len(candidates) < ahead,
+        "echo": sync.get("sent"),  # which message of the browser this run read: it sends the next one then
     })
 if saved["refused"]:
     st.error("Not saved (the browser shows which): " + ui.md("; ".join(sorted(set(saved["refused"].values())))))

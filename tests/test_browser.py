@@ -69,7 +69,11 @@ def serve(project: Project):
         pytest.fail(f"streamlit did not start: {server.stderr.read().decode()[-2000:]}")
     yield url
     server.terminate()
-    server.wait(10)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:  # a loaded machine: a streamlit that does not stop in time is killed
+        server.kill()
+        server.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -150,9 +150,9 @@ def press(page, key: str, old_page: bool, dropped: list | None = None) -> dict:
 
     for _attempt in range(5):
         page.keyboard.press(key)
-        try:
+        try:  # the labeller never drops a key on a clip: it waits for the next clip as long as it takes
             page.wait_for_function("() => { const r = window.__probe.current; return r && r.id !== null; }",
-                                   timeout=15_000)
+                                   timeout=15_000 if old_page else 120_000)
             break
         except PlaywrightTimeout:
             if dropped is not None:
