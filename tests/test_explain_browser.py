@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from curation.project import Project
 from curation.sample import sample_project
 from model.train import RunConfig, train_run
-from tests.test_browser import CHROMIUM, page, serve, settle, sign_in, wait_for_events  # noqa: F401  (fixture)
+from tests.test_browser import CHROMIUM, page, ready, serve, sign_in, wait_for_events  # noqa: F401  (fixture)
 
 pytestmark = [
     pytest.mark.browser,
@@ -34,25 +35,31 @@ def trained_url(trained):
 
 
 def player_explanation(page) -> dict:
-    """The explanation data inside the clip player's frame (curation.player), {} when none is drawn."""
-    for frame in page.frames:
-        data = frame.evaluate("() => { const e = document.getElementById('clip-data'); "
-                              "return e ? e.textContent : null; }")
-        if data:
-            return json.loads(data)["explain"]
-    raise AssertionError("no clip player on the page")
+    """The explanation data inside the player frame of the clip on screen (curation.player), {} when none is drawn."""
+    frame = page.locator("iframe.fc-player.fc-on").element_handle().content_frame()
+    data = frame.evaluate("() => { const e = document.getElementById('clip-data'); return e ? e.textContent : null; }")
+    if not data:
+        raise AssertionError("no clip player on screen")
+    return json.loads(data)["explain"]
+
+
+def explained_on_screen(page, timeout: float = 20_000) -> dict:
+    """The explanation of the player on screen, once the page has drawn one (the toggle reruns the page)."""
+    deadline = time.time() + timeout / 1000
+    while True:
+        shown = player_explanation(page)
+        if shown or time.time() > deadline:
+            return shown
+        page.wait_for_timeout(200)
 
 
 def test_models_view_draws_the_explanation_in_the_player_of_the_clip_on_screen(page, trained_url, trained):
     sign_in(page, trained_url, "Gus")
-    page.wait_for_timeout(1500)
-    settle(page)
+    ready(page)
     assert player_explanation(page) == {}  # off by default: the coach judges first
     page.get_by_text("Model's view").click()
     page.get_by_text(re.compile(r"p\(incorrect\) = \d\.\d\d from the")).wait_for()
-    page.wait_for_timeout(1500)
-    settle(page)
-    shown = player_explanation(page)
+    shown = explained_on_screen(page)
     assert max(shown["attention"]) == 1.0 and len(set(shown["attention"])) > 3  # a band that varies over time
     assert max(shown["joints"]) == 1.0 and sum(w > 0 for w in shown["joints"]) > 3
     page.evaluate("document.activeElement && document.activeElement.blur()")
