@@ -63,6 +63,22 @@ def start_python(call: str):
                             text=True)
 
 
+def ingest_cli(data_dir: Path, *sources: str, exercise: str = "squat", env: dict | None = None
+               ) -> tuple[int, list[dict]]:
+    """`python -m curation ingest SOURCES --json` run for real in a fresh interpreter: (exit status, its JSON: one
+    object per source, the reason in "error" when one failed)."""
+    import json
+    import subprocess
+    import sys
+
+    out = data_dir / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "curation", "ingest", *sources, "--exercise", exercise, "--data",
+                           str(data_dir), "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert out.exists(), proc.stderr
+    return proc.returncode, json.loads(out.read_text())
+
+
 def add_two_clip_video(project) -> None:
     """A 90-frame squat video "v1" (no files) with two repetition clips, v1_000 (frames 0-40) and v1_001 (40-85)."""
     from curation import store
@@ -82,6 +98,21 @@ def project(data_dir: Path, monkeypatch):
 
     monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
     return Project.open(data_dir)
+
+
+def open_page(page: str, who: str | None = None, **state):
+    """An app page (path from the project root) run once under Streamlit's AppTest, signed in as `who` when given
+    (as after the sign-in form), with these session-state values; fails on any exception the page raised."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / page), default_timeout=120)
+    if who:
+        at.session_state["auth_account"] = who
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
 
 
 def flip_labels(project, n: int) -> None:

@@ -6,21 +6,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from curation import jobs, store
 from curation.sample import sample_project
 from model.train import RunConfig, train_run
-from tests.conftest import ROOT
+from tests.conftest import open_page
 
 PAGE = "pages/7_Assess.py"
-
-
-def open_page() -> AppTest:
-    at = AppTest.from_file(str(ROOT / PAGE), default_timeout=120)
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def wait_for_jobs(project, seconds: float = 300) -> list[dict]:
@@ -34,7 +26,7 @@ def wait_for_jobs(project, seconds: float = 300) -> list[dict]:
 
 
 def test_without_a_run_the_page_says_to_train_first(project):
-    at = open_page()
+    at = open_page(PAGE)
     assert any("No finished training run" in i.value for i in at.info)
     assert at.button(key="FormSubmitter:assess_form-Assess").disabled
 
@@ -47,7 +39,7 @@ def trained(project):
 
 
 def test_a_bad_link_is_refused_and_a_run_that_never_saw_the_exercise_fails_its_job(trained):
-    at = open_page()
+    at = open_page(PAGE)
     at.text_input(key="assess_link").input("https://example.com/video.mp4")
     at.button(key="FormSubmitter:assess_form-Assess").click()
     at.run()
@@ -56,14 +48,14 @@ def test_a_bad_link_is_refused_and_a_run_that_never_saw_the_exercise_fails_its_j
     # A plank video judged by a run trained on squats, curls and push-ups: the job fails before any video work.
     jobs.submit(trained, "assess", {"source": "/nowhere.mp4", "exercise": "plank"}, spawn=False)
     jobs.run_worker(trained)
-    at = open_page()
+    at = open_page(PAGE)
     assert any("not trained on 'plank'" in e.value for e in at.error), [e.value for e in at.error]
 
 
 @pytest.mark.slow
 def test_a_real_video_is_assessed_in_the_background_shown_reported_and_kept(trained, video_server, monkeypatch):
     monkeypatch.setenv("FORMCHECK_ALLOWED_HOSTS", "127.0.0.1")
-    at = open_page()
+    at = open_page(PAGE)
     at.selectbox(key="assess_exercise").set_value("squat")
     at.text_input(key="assess_link").input(f"{video_server}/twix/knee_squat.mp4")
     at.button(key="FormSubmitter:assess_form-Assess").click()
@@ -72,7 +64,7 @@ def test_a_real_video_is_assessed_in_the_background_shown_reported_and_kept(trai
     [job] = wait_for_jobs(trained)
     assert job["status"] == "done", job
     assert store.list_videos(trained) == []  # assessed, not added
-    at = open_page()
+    at = open_page(PAGE)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Repetitions"] == "4"
     assert len(at.dataframe[-1].value) == 4  # every repetition in the table
@@ -85,5 +77,5 @@ def test_a_real_video_is_assessed_in_the_background_shown_reported_and_kept(trai
     assert any("Added: video" in s.value for s in at.success)
     [video] = store.list_videos(trained)
     assert video["clips"] >= 4
-    at = open_page()
+    at = open_page(PAGE)
     assert any("In the dataset as video" in t.value for t in at.text)

@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 from curation import accounts, store
 from curation.project import Project
 from curation.sample import sample_project
-from tests.conftest import ROOT
+from tests.conftest import ROOT, open_page
 
 HOME, INGEST, LABEL, DATASET, TRAIN, SUGGEST, ADMIN = (
     "app.py", "pages/1_Ingest.py", "pages/2_Label.py", "pages/3_Dataset.py", "pages/4_Train.py",
@@ -52,18 +52,6 @@ def shared(data_dir, tmp_path, password_list, monkeypatch) -> Project:
     for name, role in PEOPLE.items():
         accounts.add_user(project, name, role, "test")
     return project
-
-
-def open_page(page: str, who: str | None = None, **state) -> AppTest:
-    """The page run once, signed in as `who` when given (as after the sign-in form), with these state values."""
-    at = AppTest.from_file(str(ROOT / page), default_timeout=120)
-    if who:
-        at.session_state["auth_account"] = who
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def shown(at: AppTest) -> str:

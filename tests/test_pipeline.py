@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 
 import imageio_ffmpeg
 import pytest
 
 from curation import store
 from curation.project import Project
-from tests.conftest import ROOT
+from tests.conftest import ingest_cli
 
 pytestmark = pytest.mark.slow
 FIELDS = {"source", "video_id", "frames", "fps", "person_share", "trimmed_share", "clips", "error"}
 
 
-def ingest(data_dir, *sources: str, exercise: str = "squat", env: dict | None = None) -> tuple[int, list[dict]]:
-    out = data_dir / "result.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "curation", "ingest", *sources, "--exercise", exercise, "--data", str(data_dir),
-         "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=env,
-    )
-    return proc.returncode, json.loads(out.read_text())
-
-
 def test_a_multi_rep_video_becomes_one_clip_per_repetition(videos, data_dir):
     # twix/correct-squat.mp4 shows four squats (counted by eye on a contact sheet, see tests/test_segment.py).
-    status, [result] = ingest(data_dir, str(videos / "twix" / "correct-squat.mp4"))
+    status, [result] = ingest_cli(data_dir, str(videos / "twix" / "correct-squat.mp4"))
     assert status == 0 and FIELDS <= result.keys()
     assert result["error"] is None
     assert (result["frames"], result["fps"], result["clips"]) == (382, 25.0, 4)
@@ -46,8 +34,8 @@ def test_a_multi_rep_video_becomes_one_clip_per_repetition(videos, data_dir):
 
 def test_the_same_source_twice_adds_nothing(videos, data_dir):
     source = str(videos / "twix" / "knee_squat.mp4")
-    ingest(data_dir, source)
-    status, [again] = ingest(data_dir, source)
+    ingest_cli(data_dir, source)
+    status, [again] = ingest_cli(data_dir, source)
     assert status == 0 and again["existing"] is True
     counts = store.stats(Project.open(data_dir))
     assert (counts["videos"], counts["clips"]) == (1, again["clips"])
@@ -61,7 +49,7 @@ def test_bad_sources_fail_alone_with_a_reason_and_leave_nothing(videos, data_dir
                     "testsrc=size=640x360:rate=25:duration=3", "-pix_fmt", "yuv420p", str(no_person)], check=True)
     empty = tmp_path / "empty.mp4"
     empty.touch()
-    status, results = ingest(data_dir, str(truncated), str(no_person), str(empty), str(tmp_path / "missing.mp4"),
+    status, results = ingest_cli(data_dir, str(truncated), str(no_person), str(empty), str(tmp_path / "missing.mp4"),
                              "https://example.com/watch.mp4", str(videos / "twix" / "knee_squat.mp4"))
     assert status != 0
     errors = [r["error"] for r in results]
@@ -80,8 +68,8 @@ def test_a_link_is_downloaded_with_yt_dlp_and_ingested(video_server, data_dir):
     import os
 
     env = {**os.environ, "FORMCHECK_ALLOWED_HOSTS": "127.0.0.1"}
-    status, [result] = ingest(data_dir, f"{video_server}/twix/knee_squat.mp4", env=env)
+    status, [result] = ingest_cli(data_dir, f"{video_server}/twix/knee_squat.mp4", env=env)
     assert status == 0, result["error"]
     assert result["clips"] >= 3 and result["frames"] == 243
-    status, [refused] = ingest(data_dir, f"{video_server}/twix/knee_squat.mp4")  # 127.0.0.1 not allowed here
+    status, [refused] = ingest_cli(data_dir, f"{video_server}/twix/knee_squat.mp4")  # 127.0.0.1 not allowed here
     assert status != 0 and "allowed" in refused["error"]

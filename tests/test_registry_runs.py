@@ -20,7 +20,7 @@ from curation.sample import sample_project
 from model import choice, compare, runs
 from model.__main__ import main as model_cli
 from model.train import RunConfig, train_run
-from tests.conftest import ROOT, flip_labels
+from tests.conftest import flip_labels, open_page
 
 TRAIN = "pages/4_Train.py"
 
@@ -283,15 +283,6 @@ def test_cli_names_and_deletes_only_with_confirmation(project, two_runs, tmp_pat
 # ---------------------------------------------------------------- the Train page
 
 
-def open_train(**state) -> AppTest:
-    at = AppTest.from_file(str(ROOT / TRAIN), default_timeout=120)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 def shown(at: AppTest) -> str:
     return " ".join(str(e.value) for kind in (at.markdown, at.caption, at.warning, at.success, at.error, at.text)
                     for e in kind)
@@ -300,7 +291,7 @@ def shown(at: AppTest) -> str:
 @pytest.mark.slow
 def test_train_page_compares_two_runs_side_by_side(project, two_runs):
     _, a, b, relabelled, _ = two_runs
-    at = open_train()
+    at = open_page(TRAIN)
     assert at.selectbox(key="train_compare_a").value == a["run_id"]
     assert at.selectbox(key="train_compare_b").value == b["run_id"]
     assert len(at.get("plotly_chart")) >= 7  # the inspected run's 4, per exercise A and B, the 2 confusion matrices
@@ -318,7 +309,7 @@ def test_train_page_compares_two_runs_side_by_side(project, two_runs):
 def test_train_page_names_escaped_and_deletes_only_after_confirmation(project, two_runs):
     _, a, b, _, _ = two_runs
     runs.name_run(project, b["run_id"], "Ana", "**bold** [x](http://evil.example)", "<b>note</b>")
-    at = open_train()
+    at = open_page(TRAIN)
     text = shown(at)
     assert "\\*\\*bold\\*\\*" in text and "](http" not in text and "<b>note</b>" in text  # note: st.text
     at.selectbox(key="train_run").set_value(a["run_id"]).run()
@@ -343,7 +334,7 @@ def test_train_page_refuses_registry_actions_to_a_signed_in_viewer(project, two_
     accounts.set_password(path, "vic", "a long enough password")
     monkeypatch.setenv(accounts.PASSWORDS_ENV, str(path))
     accounts.add_user(project, "vic", "viewer", "test")
-    at = open_train(auth_account="vic", train_run=a["run_id"])
+    at = open_page(TRAIN, auth_account="vic", train_run=a["run_id"])
     assert at.button(key="train_delete").disabled and at.button(key="train_promote").disabled
     # A forged confirmation (the state a lead's first click leaves) still does nothing.
     at.session_state["train_delete_pending"] = a["run_id"]

@@ -3,9 +3,7 @@ clips; genuine next repetitions of the same athlete are not replays."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -16,7 +14,7 @@ from curation import store, timeline
 from curation.pose import _motion_image, iter_frames
 from curation.project import Project
 from curation.replay import Replay, find_replays, without
-from tests.conftest import ROOT
+from tests.conftest import ingest_cli
 
 SQUATS = "twix/correct-squat.mp4"  # 382 frames at 25 fps, four squats in one hand-held shot
 FRAMES, FPS = 382, 25
@@ -112,12 +110,8 @@ def test_a_shared_video_that_loops_its_footage_is_one_replay(videos):
 @pytest.mark.slow
 def test_ingest_flags_replays_and_cuts_no_clip_from_them(videos, data_dir, tmp_path):
     source = replayed_video(videos, tmp_path / "coach.mp4")
-    out = data_dir / "result.json"
-    proc = subprocess.run([sys.executable, "-m", "curation", "ingest", str(source), "--exercise", "squat",
-                           "--data", str(data_dir), "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    [result] = json.loads(out.read_text())
+    status, [result] = ingest_cli(data_dir, str(source))
+    assert status == 0, result["error"]
     length = REP[1] - REP[0]
     once, slow = (FRAMES, FRAMES + length), (FRAMES + length, FRAMES + 3 * length)
     replays = [f for f in result["flagged"] if f["reason"] == "replay"]

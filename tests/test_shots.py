@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -15,7 +13,7 @@ from curation import store, timeline
 from curation.pose import PoseOptions, clean_landmarks, extract_pose
 from curation.project import Project
 from curation.shots import CutTracker, detect_cuts, shots, split_at_cuts
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ingest_cli
 
 FPS = 30
 CARD = 45  # frames of the title card that opens the made video
@@ -130,12 +128,8 @@ def test_pose_restarts_at_a_cut(videos, tmp_path):
 @pytest.mark.slow
 def test_ingest_reports_cuts_removed_spans_and_clip_bounds(videos, data_dir, tmp_path, monkeypatch):
     source = made_video(videos, tmp_path / "coach.mp4")
-    out = data_dir / "result.json"
-    proc = subprocess.run([sys.executable, "-m", "curation", "ingest", str(source), "--exercise", "squat",
-                           "--data", str(data_dir), "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    [result] = json.loads(out.read_text())
+    status, [result] = ingest_cli(data_dir, str(source))
+    assert status == 0, result["error"]
     assert result["error"] is None and result["flagged"] == []
     cuts = result["cuts"]
     assert len(cuts) == 2 and all(abs(c - e) <= TOLERANCE for c, e in zip(cuts, CUTS))

@@ -5,26 +5,18 @@ from __future__ import annotations
 import time
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from curation import jobs, store
 from curation.sample import sample_project
 from model import runs
 from model.train import RunConfig, train_run
-from tests.conftest import ROOT
+from tests.conftest import open_page
 
 TRAIN = "pages/4_Train.py"
 
 
-def open_page() -> AppTest:
-    at = AppTest.from_file(str(ROOT / TRAIN), default_timeout=120)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 def test_an_empty_project_is_refused_and_training_cannot_start(project):
-    at = open_page()
+    at = open_page(TRAIN)
     assert any("at least" in w.value for w in at.warning)
     assert at.button[0].disabled
     assert store.list_jobs(project) == []
@@ -35,7 +27,7 @@ def test_one_class_only_is_refused(project):
     for clip_id in store.clip_ids(project):
         store.add_label_event(project, {"clip_id": clip_id, "annotator": "adjudicator", "kind": "adjudication",
                                         "verdict": "correct"})
-    at = open_page()
+    at = open_page(TRAIN)
     assert any("no clip is labelled incorrect" in w.value for w in at.warning)
     assert at.button[0].disabled
 
@@ -43,7 +35,7 @@ def test_one_class_only_is_refused(project):
 @pytest.mark.slow
 def test_a_run_started_on_the_page_trains_in_the_background_and_shows_every_view(project):
     sample_project(project, clips_per_class=4)
-    at = open_page()
+    at = open_page(TRAIN)
     at.button[0].click().run()
     assert any("started" in s.value for s in at.success)
     deadline = time.time() + 300
@@ -53,7 +45,7 @@ def test_a_run_started_on_the_page_trains_in_the_background_and_shows_every_view
             break
         time.sleep(1)
     assert job["status"] == "done", job["error"]
-    at = open_page()
+    at = open_page(TRAIN)
     metrics = {m.label for m in at.metric}
     assert {"Macro F1", "Balanced accuracy", "Cohen's kappa", "ECE"} <= metrics
     charts = len(at.get("plotly_chart"))
@@ -69,7 +61,7 @@ def test_a_finished_run_is_listed_and_inspected(project):
     sample_project(project, clips_per_class=4)
     first = train_run(project, RunConfig(model="baseline", folds=3))
     second = train_run(project, RunConfig(model="baseline", folds=4, seed=1))
-    at = open_page()
+    at = open_page(TRAIN)
     listed = at.dataframe[0].value
     assert set(listed.run_id) == {first["run_id"], second["run_id"]}
     at.selectbox(key="train_run").set_value(first["run_id"]).run()
@@ -88,7 +80,7 @@ def test_a_failed_job_shows_its_reason(project):
 def test_an_auto_run_shows_what_it_picked_its_calibration_and_per_criterion_faults(project):
     sample_project(project)
     metrics = train_run(project, RunConfig())  # the default: auto
-    at = open_page()
+    at = open_page(TRAIN)
     assert any(c.value.startswith(f"Final model: {metrics['picked']}") for c in at.caption)
     ece = next(m for m in at.metric if m.label == "ECE")
     assert ece.value == f"{metrics['ece']:.3f}"
