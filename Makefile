@@ -29,7 +29,7 @@ run: $(STAMP)
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) chromium
 	$(BIN)/python tests/benchmarks/run.py
 
 clean:
