@@ -79,6 +79,23 @@ def ingest_cli(data_dir: Path, *sources: str, exercise: str = "squat", env: dict
     return proc.returncode, json.loads(out.read_text())
 
 
+def add_video_and_imports(project, repetitions: int, imported: int) -> None:
+    """A squat video "v1" (no files) cut into `repetitions` clips of 30 frames (v1_0, v1_1, ...) and `imported`
+    pose-only clips i0, i1, ... alternating lunge and squat, i0 labelled correct by the import."""
+    from curation import store
+
+    video = {"id": "v1", "source_key": "k1", "source": "file", "exercise": "squat", "video_path": "videos/v1.mp4",
+             "pose_path": "poses/v1.npz", "frames": 50 * repetitions, "fps": 30.0, "width": 640, "height": 480,
+             "person_share": 1.0, "trimmed_share": 0.0}
+    store.add_video(project, video, [
+        {"id": f"v1_{i}", "video_id": "v1", "exercise": "squat", "start_frame": 30 * i, "end_frame": 30 * i + 30,
+         "fps": 30.0, "method": "repetition"} for i in range(repetitions)])
+    store.add_clips(project, [{"id": f"i{i}", "exercise": ("lunge", "squat")[i % 2], "start_frame": 0,
+                               "end_frame": 30, "fps": 30.0, "method": "imported", "pose_path": f"poses/i{i}.npy"}
+                              for i in range(imported)],
+                    [{"clip_id": "i0", "annotator": "import", "verdict": "correct"}])
+
+
 def add_two_clip_video(project) -> None:
     """A 90-frame squat video "v1" (no files) with two repetition clips, v1_000 (frames 0-40) and v1_001 (40-85)."""
     from curation import store

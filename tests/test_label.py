@@ -14,7 +14,7 @@ from curation.dataset import import_folder, set_clip_bounds
 from curation.kinematics import COMPONENTS
 from curation.project import Project
 from curation.sample import sample_project
-from tests.conftest import ROOT, add_two_clip_video, start_python
+from tests.conftest import ROOT, add_two_clip_video, open_page, start_python
 from tests.test_dataset import write_folder
 
 LABEL, DATASET = "pages/2_Label.py", "pages/3_Dataset.py"
@@ -28,15 +28,10 @@ def sample(project) -> Project:
 
 def page(path: str, coach: str | None = None, **state) -> AppTest:
     """The page run once by AppTest, as `coach` (registered) when given, with these session state values."""
-    at = AppTest.from_file(str(ROOT / path), default_timeout=120)
     if coach:
         store.add_annotator(Project.open(None), coach)
-        at.session_state["annotator"] = coach
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
+        state["annotator"] = coach
+    return open_page(path, **state)
 
 
 def button(at: AppTest, prefix: str):

@@ -10,6 +10,7 @@ import pytest
 
 from curation import agreement, store
 from curation.project import Project
+from tests.conftest import add_video_and_imports
 
 
 def _reference(conn) -> tuple[list[tuple], list[tuple]]:
@@ -98,16 +99,7 @@ def assert_derived_tables_agree(project: Project) -> None:
 @pytest.fixture
 def project(data_dir) -> Project:
     project = Project.open(data_dir)
-    video = {"id": "v1", "source_key": "k1", "source": "file", "exercise": "squat", "video_path": "videos/v1.mp4",
-             "pose_path": "poses/v1.npz", "frames": 400, "fps": 30.0, "width": 640, "height": 480,
-             "person_share": 1.0, "trimmed_share": 0.0}
-    store.add_video(project, video, [
-        {"id": f"v1_{i}", "video_id": "v1", "exercise": "squat", "start_frame": 30 * i, "end_frame": 30 * i + 30,
-         "fps": 30.0, "method": "repetition"} for i in range(8)])
-    store.add_clips(project, [{"id": f"i{i}", "exercise": ("lunge", "squat")[i % 2], "start_frame": 0,
-                               "end_frame": 30, "fps": 30.0, "method": "imported", "pose_path": f"poses/i{i}.npy"}
-                              for i in range(4)],
-                    [{"clip_id": "i0", "annotator": "import", "verdict": "correct"}])
+    add_video_and_imports(project, repetitions=8, imported=4)
     return project
 
 
