@@ -699,6 +699,9 @@ def m015_scale(conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE TRIGGER {name} {body}")
 
 
+
+# @slot m016 (session 5: the Dataset page's per-clip rows; fill in place, keep it after m015)
+
 def _current_select(where: str) -> str:
     """SQL: the label_current rows (event_id, clip_id, annotator, verdict) of the clips `where` selects (on
     label event e and its clip c): each annotator's latest correct/incorrect verdict, not undone, on the present
@@ -2909,3 +2912,12 @@ def open_disagreement_labels(project: Project, limit: int = 200, without: str = 
     for r in rows:
         r["criteria"] = json.loads(r["criteria"]) if r["criteria"] != "{}" else {}
     return rows, total
+
+
+# @section dataset aggregates (m016, session 5)
+
+
+# @section labeller server (session 5)
+
+
+# @section suggest (session 5)
