@@ -87,11 +87,13 @@ def verdict_event(entry: dict, coach: str, kinds: set[str], rubric: dict[str, se
     return event
 
 
-def save_outbox(project: Project, coach: str, entries: list, kinds: set[str]) -> dict:
+def save_outbox(project: Project, coach: str, entries: list, kinds: set[str],
+                rubric: dict[str, set[str]] | None = None) -> dict:
     """Record every entry of a browser's outbox not recorded yet, in order; returns {"acked": {request id: event
     id or None}, "refused": {request id: reason}}. An acked entry is saved (now or before: a second tab or a resent
     outbox adds nothing); a refused one never will be, and the browser shows why. `kinds`: the event kinds this
-    coach may record ("verdict", and "adjudication" for a lead).
+    coach may record ("verdict", and "adjudication" for a lead). `rubric`: exercise -> its criterion names, retired
+    ones included (the page keeps it for the session); read from the store when not given.
 
     Entries: {"rid", "type": "verdict", "clip_id", "verdict", "kind", "names" (criteria shown), "failed",
     "components", "note", "seconds", "start_frame", "end_frame", "exercise", "prediction", "prediction_shown"}
@@ -104,7 +106,6 @@ def save_outbox(project: Project, coach: str, entries: list, kinds: set[str]) ->
     refused: dict[str, str] = {}
     wanted = [e["rid"] for e in entries] + [e["undoes"] for e in entries if isinstance(e.get("undoes"), str)]
     known = store.events_by_request(project, wanted)
-    rubric = None  # read once, and only when an entry is new (most messages resend what is saved already)
     for entry in entries:
         rid = entry["rid"]
         if rid in known:
@@ -124,7 +125,7 @@ def save_outbox(project: Project, coach: str, entries: list, kinds: set[str]) ->
                 if not isinstance(entry.get("exercise"), str):  # the exercise shown, else the clip's now
                     clip = store.get_clip(project, entry["clip_id"])
                     entry = {**entry, "exercise": clip["exercise"] if clip else None}
-                if rubric is None:
+                if rubric is None:  # read once, and only when an entry is new
                     rubric = {e["name"]: {c["name"] for c in e["criteria"]}
                               for e in store.list_exercises(project, include_retired=True)}
                 event = verdict_event(entry, coach, kinds, rubric)

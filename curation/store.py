@@ -34,30 +34,88 @@ def now() -> str:
 
 # ---------------------------------------------------------------- connections and transactions
 
-_migrated: set[str] = set()
 _migrate_lock = threading.Lock()
+_KEPT_PER_THREAD = 4  # databases a thread keeps a connection to (tests make hundreds of projects in one thread)
+_kept = threading.local()  # this thread's open connections: {db path: (pid, inode, connection)}
+_forked: list[sqlite3.Connection] = []  # a parent's connections seen in a forked child: never used nor closed
 
 
-@contextmanager
-def connect(project: Project) -> Iterator[sqlite_utils.Database]:
-    """One short-lived connection: WAL, busy timeout, foreign keys; migrated on first use in this process."""
-    conn = sqlite3.connect(project.db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+def _open(project: Project) -> sqlite3.Connection:
+    """A new connection: WAL, busy timeout, foreign keys; the database migrated on first use in this process."""
+    conn = sqlite3.connect(project.db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=True)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash loses no committed transaction's integrity
-        db = sqlite_utils.Database(conn)
-        key = str(project.db_path)
-        if key not in _migrated:
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # a property of the file, kept once set
+            conn.execute("PRAGMA journal_mode = WAL")
+        if not _up_to_date(conn):  # read on every new connection: a project made anew at a known path included
             with _migrate_lock:
-                # WAL is a property of the file, kept by every later connection: set once per process (setting it
-                # costs milliseconds per connection, and a page opens dozens).
-                conn.execute("PRAGMA journal_mode = WAL")
-                migrate(db)
-                _migrated.add(key)
-        yield db
-    finally:
+                migrate(sqlite_utils.Database(conn))
+    except BaseException:
         conn.close()
+        raise
+    return conn
+
+
+def _up_to_date(conn: sqlite3.Connection) -> bool:
+    """Whether the database has every migration applied (a damaged or foreign file raises here)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'").fetchone():
+        return False
+    return conn.execute("SELECT count(*) FROM _migrations").fetchone()[0] >= len(MIGRATIONS)
+
+
+def _kept_connection(project: Project) -> sqlite3.Connection:
+    """This thread's connection to the project's database, opened on first use and kept (opening one costs
+    about 3 ms of CPU, and a page asks the store dozens of times). A new one when the file at the path is
+    another (a project made anew: the kept connection holds the old file open, so its inode cannot be reused)
+    or this is a forked child of the process that opened it."""
+    path = str(project.db_path)
+    kept: dict[str, tuple[int, int, sqlite3.Connection]] = _kept.__dict__.setdefault("conns", {})
+    try:
+        inode = os.stat(path).st_ino
+    except OSError:
+        inode = -1  # not made yet: the connection makes it
+    entry = kept.pop(path, None)
+    if entry is not None:
+        pid, known, conn = entry
+        if pid != os.getpid():
+            _forked.append(conn)  # SQLite forbids using a connection across fork; closing it would too
+        elif known == inode:
+            kept[path] = entry  # most recently used last
+            return conn
+        else:
+            conn.close()
+    conn = _open(project)
+    kept[path] = (os.getpid(), os.stat(path).st_ino, conn)
+    while len(kept) > _KEPT_PER_THREAD:
+        _pid, _inode, old = kept.pop(next(iter(kept)))
+        if _pid == os.getpid():
+            old.close()
+        else:
+            _forked.append(old)
+    return conn
+
+
+@contextmanager
+def connect(project: Project) -> Iterator[sqlite_utils.Database]:
+    """The database of the project, on this thread's kept connection. Inside a write transaction of that
+    connection (a read made while a write is under way) a separate short-lived connection is used instead, so
+    the read sees only committed data, as it always has."""
+    conn = _kept_connection(project)
+    if conn.in_transaction:
+        conn = _open(project)
+        try:
+            yield sqlite_utils.Database(conn)
+        finally:
+            conn.close()
+        return
+    try:
+        yield sqlite_utils.Database(conn)
+    finally:
+        if conn.in_transaction:  # a transaction left open by a caller's bug: never carried into the next call
+            conn.execute("ROLLBACK")
 
 
 def check_database(project: Project) -> None:
@@ -700,7 +758,56 @@ def m015_scale(conn: sqlite3.Connection) -> None:
 
 
 
-# @slot m016 (session 5: the Dataset page's per-clip rows; fill in place, keep it after m015)
+@migration
+def m016_dataset_rows(conn: sqlite3.Connection) -> None:
+    """A derived table that keeps the Dataset page's and the Home page's aggregates fast at 100,000 clips (issue 13).
+
+    dataset_rows holds per clip what the counts, the class balance and the dataset statistics filter, group and
+    sum by: whether the clip is in the dataset (active, not excluded by itself or with its video), its exercise,
+    its label state, its frames, seconds and complexity. Refreshed by triggers on every write that can change a
+    row (a clip, its clip_labels row, an exclusion of the clip or of its video), whichever process writes, so
+    that an aggregate is one scan of one covering index instead of a join of clips, clip_labels and the
+    excluded_clips view. Without rowid: the indexes then hold the clip id too (dataset_clip_ids reads only them).
+    """
+    _script(
+        conn,
+        """
+        CREATE TABLE dataset_rows (                    -- derived from clips, clip_labels, exclusions (triggers)
+            clip_id TEXT PRIMARY KEY,
+            active INTEGER NOT NULL,                   -- clips.active as 0 or 1
+            excluded INTEGER NOT NULL,                 -- 1: in the excluded_clips view (by itself or its video)
+            exercise TEXT NOT NULL,
+            state TEXT NOT NULL,                       -- clip_table's label: _STATE_SQL
+            labelled INTEGER NOT NULL,                 -- 1: in consensus_labels (a current label or an adjudication)
+            frames INTEGER NOT NULL,                   -- end_frame - start_frame
+            seconds REAL NOT NULL,                     -- frames / fps
+            complexity REAL                            -- clips.complexity (the automatic index)
+        ) WITHOUT ROWID;
+        CREATE INDEX dataset_rows_counts ON dataset_rows(active, excluded, exercise, state, labelled, frames, seconds,
+                                                         complexity);
+        CREATE INDEX dataset_rows_seconds ON dataset_rows(active, excluded, seconds)
+        """,
+    )
+    conn.execute(f"INSERT INTO dataset_rows {_dataset_row_select('1')}")
+    triggers = {
+        "dataset_rows_clip_insert": f"AFTER INSERT ON clips BEGIN {_dataset_refresh('NEW.id')} END",
+        "dataset_rows_clip_update": "AFTER UPDATE OF id, active, exercise, start_frame, end_frame, fps, video_id, "
+                                    f"complexity ON clips BEGIN {_dataset_refresh('OLD.id')} "
+                                    f"{_dataset_refresh('NEW.id')} END",
+        "dataset_rows_clip_delete": f"AFTER DELETE ON clips BEGIN {_dataset_refresh('OLD.id')} END",
+        # m015's triggers refresh a clip_labels row by a delete and an insert, the insert last (a clip deleted or
+        # renamed: the clips triggers above).
+        "dataset_rows_clip_labels_insert": f"AFTER INSERT ON clip_labels BEGIN {_dataset_refresh('NEW.clip_id')} END",
+    }
+    for when, rows in (("INSERT", ("NEW",)), ("DELETE", ("OLD",)), ("UPDATE", ("OLD", "NEW"))):
+        # An exclusion event of a clip, or of a video: each of its clips.
+        body = " ".join(f"{_dataset_refresh(f'{r}.clip_id')} DELETE FROM dataset_rows WHERE clip_id IN (SELECT id "
+                        f"FROM clips WHERE video_id = {r}.video_id); INSERT INTO dataset_rows "
+                        f"{_dataset_row_select(f'c.video_id = {r}.video_id')};" for r in rows)
+        triggers[f"dataset_rows_exclusions_{when.lower()}"] = f"AFTER {when} ON exclusions BEGIN {body} END"
+    for name, body in triggers.items():
+        conn.execute(f"CREATE TRIGGER {name} {body}")
+
 
 def _current_select(where: str) -> str:
     """SQL: the label_current rows (event_id, clip_id, annotator, verdict) of the clips `where` selects (on
@@ -2253,22 +2360,22 @@ def dataset_statistics(project: Project) -> dict:
     resolutions and frame rates; person and trimmed shares per video and overall; complexity per exercise
     (automatic: the clips' index; coaches': the index of coach_complexity), each the mean over the clips;
     coaches' seconds per verdict (every verdict event, skips included). Labels: consensus_labels', read from
-    m015's clip_labels.
+    m016's dataset_rows (its label state: correct and incorrect are the consensus labels).
     """
     coaches = coach_complexity(project)
     with connect(project) as db:
         videos = _rows(db.conn, "SELECT id, exercise, frames, fps, width, height, person_share, athlete, channel_id "
                        "FROM videos ORDER BY id")
-        # Summed in SQL per exercise and label (100,000 clips: no row of each read into Python but its seconds).
-        kept = "c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips)"
-        groups = db.conn.execute("SELECT c.exercise, l.label, count(*), sum(c.end_frame - c.start_frame), "
-                                 "sum((c.end_frame - c.start_frame) / c.fps), sum(c.complexity), count(c.complexity) "
-                                 f"FROM clips c LEFT JOIN clip_labels l ON l.clip_id = c.id WHERE {kept} "
-                                 "GROUP BY 1, 2").fetchall()
-        clip_seconds = [r[0] for r in db.conn.execute(f"SELECT (c.end_frame - c.start_frame) / c.fps FROM clips c "
-                                                      f"WHERE {kept}")]
-        exercise_of = dict(db.conn.execute(f"SELECT c.id, c.exercise FROM json_each(?) j CROSS JOIN clips c "
-                                           f"ON c.id = j.value WHERE {kept}", (json.dumps(list(coaches)),)))
+        # Summed in SQL per exercise and label over m016's covering index (no row of a clip read into Python).
+        kept = "d.active = 1 AND d.excluded = 0"
+        groups = db.conn.execute("SELECT exercise, state, count(*), sum(frames), sum(seconds), sum(complexity), "
+                                 f"count(complexity) FROM dataset_rows d WHERE {kept} GROUP BY 1, 2").fetchall()
+        # Each duration once with its count (a handful of frame counts at a frame rate), in order.
+        durations = db.conn.execute(f"SELECT seconds, count(*) FROM dataset_rows d WHERE {kept} "
+                                    "GROUP BY seconds ORDER BY seconds").fetchall()
+        exercise_of = dict(db.conn.execute(f"SELECT d.clip_id, d.exercise FROM json_each(?) j CROSS JOIN "
+                                           f"dataset_rows d ON d.clip_id = j.value WHERE {kept}",
+                                           (json.dumps(list(coaches)),)))
         timing = _rows(db.conn, "SELECT verdict, seconds FROM label_events WHERE kind = 'verdict' AND seconds IS NOT "
                        "NULL AND id NOT IN (SELECT undoes FROM label_events WHERE undoes IS NOT NULL)")
     per: dict[str, dict] = {}
@@ -2311,7 +2418,7 @@ def dataset_statistics(project: Project) -> dict:
         "per_class": {lab: {"clips": sum(e["per_class"][lab]["clips"] for e in per.values()),
                             "frames": sum(e["per_class"][lab]["frames"] for e in per.values())} for lab in LABELS},
         "video_seconds": _summary([v["frames"] / v["fps"] for v in videos if v["fps"]]),
-        "clip_seconds": _summary(clip_seconds),
+        "clip_seconds": _summary([seconds for seconds, n in durations for _ in range(n)]),
         "resolutions": _counts(f"{v['width']}x{v['height']}" for v in videos),
         "fps": _counts(f"{v['fps']:g}" for v in videos),
         "athletes": len({v["athlete"] for v in videos if v["athlete"]}),
@@ -2715,17 +2822,15 @@ def video_people(project: Project, video_id: str) -> dict | None:
 @memoised
 def project_counts(project: Project) -> dict:
     """The counts of stats without its dataset statistics (the Home page's): videos, clips, labelled, per
-    exercise clips and labelled, excluded. Aggregates in SQL over m015's clip_labels: tens of milliseconds at
-    100,000 clips, where stats reads every clip."""
+    exercise clips and labelled, excluded. Aggregates in SQL over m016's dataset_rows: milliseconds at 100,000
+    clips, where stats reads every clip."""
     with connect(project) as db:
         videos = db.conn.execute("SELECT count(*) FROM videos").fetchone()[0]
         # Labelled: in consensus_labels (a current label or an adjudication).
         per = {exercise: {"clips": clips, "labelled": labelled} for exercise, clips, labelled in db.conn.execute(
-            "SELECT q.exercise, count(*), coalesce(sum(l.correct + l.incorrect > 0 OR l.adjudicated), 0) "
-            "FROM clip_queue q LEFT JOIN clip_labels l ON l.clip_id = q.clip_id "
-            "WHERE q.active = 1 AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips) GROUP BY q.exercise")}
-        excluded = db.conn.execute("SELECT count(*) FROM clips WHERE active "
-                                   "AND id IN (SELECT clip_id FROM excluded_clips)").fetchone()[0]
+            "SELECT exercise, count(*), sum(labelled) FROM dataset_rows WHERE active = 1 AND excluded = 0 "
+            "GROUP BY exercise")}
+        excluded = db.conn.execute("SELECT count(*) FROM dataset_rows WHERE active = 1 AND excluded = 1").fetchone()[0]
     return {
         "videos": videos,
         "clips": sum(e["clips"] for e in per.values()),
@@ -2738,28 +2843,32 @@ def project_counts(project: Project) -> dict:
 # The Dataset page's label state of clip c with clip_labels l (clip_overview's "label"): the consensus label,
 # else disputed (both verdicts, no adjudication), else unlabelled.
 _STATE_SQL = ("coalesce(l.label, CASE WHEN l.correct > 0 AND l.incorrect > 0 THEN 'disputed' ELSE 'unlabelled' END)")
-_TABLE_FROM = ("FROM clips c LEFT JOIN clip_labels l ON l.clip_id = c.id LEFT JOIN videos v ON v.id = c.video_id "
-               "WHERE c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips)")
+# clip_table's clips (c, its m016 dataset_rows d and clip_labels l): counted from dataset_rows (SQLite leaves out
+# the left joins a filter does not use), paged in the clips' order (clips_order).
+_TABLE_COUNT_FROM = ("FROM dataset_rows d LEFT JOIN clips c ON c.id = d.clip_id "
+                     "LEFT JOIN clip_labels l ON l.clip_id = d.clip_id WHERE d.active = 1 AND d.excluded = 0")
+_TABLE_FROM = ("FROM clips c CROSS JOIN dataset_rows d ON d.clip_id = c.id LEFT JOIN clip_labels l ON l.clip_id = c.id "
+               "LEFT JOIN videos v ON v.id = c.video_id WHERE d.active = 1 AND d.excluded = 0")
 
 
 def clip_table(project: Project, exercises: list[str] = (), states: list[str] = (), coach: str | None = None,
                disagreement: bool = False, views: list[str] = (), complexity: tuple[float, float] | None = None,
                complexity_by: str = "automatic", offset: int = 0, limit: int = 200) -> tuple[list[dict], int]:
     """One page of dataset.clip_overview's rows (same columns and order) among the clips the filters keep, and
-    how many they keep: filtered in SQL over m015's clip_labels, so a page costs the same at 100,000 clips.
+    how many they keep: filtered in SQL over m016's dataset_rows, so a page costs the same at 100,000 clips.
 
     exercises, states (correct / incorrect / disputed / unlabelled), views (front / side / oblique / unknown):
     any of them when given; coach: clips with a current label of theirs; disagreement: both verdicts and no
     adjudication; complexity (lo, hi), inclusive, of the automatic index or of the coaches' (coach_complexity).
     """
     where, params = [], {"offset": offset, "limit": limit}
-    for name, values, column in (("exercises", exercises, "c.exercise"), ("states", states, _STATE_SQL),
+    for name, values, column in (("exercises", exercises, "d.exercise"), ("states", states, "d.state"),
                                  ("views", views, "coalesce(c.view, 'unknown')")):
         if values:
             where.append(f"{column} IN (SELECT value FROM json_each(:{name}))")
             params[name] = json.dumps(list(values))
     if coach is not None:
-        where.append("c.id IN (SELECT clip_id FROM label_current WHERE annotator = :coach)")
+        where.append("d.clip_id IN (SELECT clip_id FROM label_current WHERE annotator = :coach)")
         params["coach"] = coach
     if disagreement:
         where.append("l.correct > 0 AND l.incorrect > 0 AND NOT l.adjudicated")
@@ -2767,18 +2876,18 @@ def clip_table(project: Project, exercises: list[str] = (), states: list[str] = 
     if complexity is not None:
         params["lo"], params["hi"] = complexity
         if complexity_by == "automatic":
-            where.append("c.complexity BETWEEN :lo AND :hi")
+            where.append("d.complexity BETWEEN :lo AND :hi")
         else:
-            where.append("c.id IN (SELECT value FROM json_each(:rated))")
+            where.append("d.clip_id IN (SELECT value FROM json_each(:rated))")
             params["rated"] = json.dumps([k for k, v in coaches_say.items()
                                           if complexity[0] <= v["complexity"] <= complexity[1]])
-    sql_where = _TABLE_FROM + "".join(f" AND {w}" for w in where)
+    filters = "".join(f" AND {w}" for w in where)
     with connect(project) as db:
-        total = db.conn.execute(f"SELECT count(*) {sql_where}", params).fetchone()[0]
+        total = db.conn.execute(f"SELECT count(*) {_TABLE_COUNT_FROM}{filters}", params).fetchone()[0]
         page = _rows(db.conn, "SELECT c.id, c.exercise, c.video_id, v.id AS known, v.title, c.source, c.start_frame, "
-                              f"c.end_frame, c.fps, c.method, c.complexity, c.view, {_STATE_SQL} AS state, "
+                              "c.end_frame, c.fps, c.method, c.complexity, c.view, d.state, "
                               "coalesce(l.adjudicated, 0) AS adjudicated, coalesce(l.correct, 0) AS correct, "
-                              f"coalesce(l.incorrect, 0) AS incorrect {sql_where} "
+                              f"coalesce(l.incorrect, 0) AS incorrect {_TABLE_FROM}{filters} "
                               "ORDER BY c.video_id, c.start_frame, c.id LIMIT :limit OFFSET :offset", params)
         ids = json.dumps([r["id"] for r in page])
         names: dict[str, list[str]] = {}
@@ -2808,19 +2917,18 @@ def clip_table(project: Project, exercises: list[str] = (), states: list[str] = 
 
 def label_balance(project: Project) -> list[dict]:
     """Per exercise and label state (as clip_table's `label`), how many active, not excluded clips: the Dataset
-    page's class balance."""
+    page's class balance (and the Train page's counts)."""
     with connect(project) as db:
-        return _rows(db.conn, f"SELECT q.exercise, {_STATE_SQL} AS label, count(*) AS clips FROM clip_queue q "
-                              "LEFT JOIN clip_labels l ON l.clip_id = q.clip_id WHERE q.active = 1 AND q.clip_id "
-                              "NOT IN (SELECT clip_id FROM excluded_clips) GROUP BY 1, 2 ORDER BY 1, 2")
+        return _rows(db.conn, "SELECT exercise, state AS label, count(*) AS clips FROM dataset_rows "
+                              "WHERE active = 1 AND excluded = 0 GROUP BY 1, 2 ORDER BY 1, 2")
 
 
 def dataset_exercises(project: Project) -> list[str]:
     """The exercises of the active, not excluded clips (the Dataset page's filter)."""
     with connect(project) as db:
-        return [r[0] for r in db.conn.execute("SELECT name FROM exercises e WHERE EXISTS (SELECT 1 FROM clip_queue q "
-                                              "WHERE q.active = 1 AND q.exercise = e.name AND q.clip_id NOT IN "
-                                              "(SELECT clip_id FROM excluded_clips)) ORDER BY name")]
+        return [r[0] for r in db.conn.execute("SELECT name FROM exercises e WHERE EXISTS (SELECT 1 FROM dataset_rows d "
+                                              "WHERE d.active = 1 AND d.excluded = 0 AND d.exercise = e.name) "
+                                              "ORDER BY name")]
 
 
 def _current_rows(conn: sqlite3.Connection, where: str = "1") -> list[dict]:
@@ -2884,15 +2992,13 @@ def judged_clip_ids(project: Project) -> set[str]:
 def dataset_clip_ids(project: Project) -> set[str]:
     """The ids of list_clips(project) (active, not excluded clips), without reading their rows."""
     with connect(project) as db:
-        return {r[0] for r in db.conn.execute("SELECT q.clip_id FROM clip_queue q WHERE q.active = 1 "
-                                              "AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips)")}
+        return {r[0] for r in db.conn.execute("SELECT clip_id FROM dataset_rows WHERE active = 1 AND excluded = 0")}
 
 
 def dataset_exercise_of(project: Project) -> dict[str, str]:
     """Clip id -> exercise of list_clips(project) (active, not excluded clips), without reading their rows."""
     with connect(project) as db:
-        return dict(db.conn.execute("SELECT q.clip_id, q.exercise FROM clip_queue q WHERE q.active = 1 "
-                                    "AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips)"))
+        return dict(db.conn.execute("SELECT clip_id, exercise FROM dataset_rows WHERE active = 1 AND excluded = 0"))
 
 
 def open_disagreement_labels(project: Project, limit: int = 200, without: str = "import") -> tuple[list[dict], int]:
@@ -2916,8 +3022,40 @@ def open_disagreement_labels(project: Project, limit: int = 200, without: str = 
 
 # @section dataset aggregates (m016, session 5)
 
+# Clip c's exclusion as in the excluded_clips view: the latest exclusion event of the clip, or of its video,
+# excludes (exclusions_clip and exclusions_video hold each one's events in id order).
+_EXCLUDED_SQL = ("(coalesce((SELECT x.action = 'exclude' FROM exclusions x WHERE x.clip_id = c.id "
+                 "ORDER BY x.id DESC LIMIT 1), 0) OR coalesce((SELECT x.action = 'exclude' FROM exclusions x "
+                 "WHERE x.video_id = c.video_id ORDER BY x.id DESC LIMIT 1), 0))")
+
+
+def _dataset_row_select(where: str) -> str:
+    """SQL: the dataset_rows rows (columns in order) of the clips `where` selects (on clip c, clip_labels l)."""
+    return (f"SELECT c.id, CASE WHEN c.active THEN 1 ELSE 0 END, {_EXCLUDED_SQL}, c.exercise, {_STATE_SQL}, "
+            "CASE WHEN l.correct + l.incorrect > 0 OR l.adjudicated THEN 1 ELSE 0 END, c.end_frame - c.start_frame, "
+            "(c.end_frame - c.start_frame) / c.fps, c.complexity "
+            f"FROM clips c LEFT JOIN clip_labels l ON l.clip_id = c.id WHERE {where}")
+
+
+def _dataset_refresh(clip: str) -> str:
+    """SQL statements (for a trigger body) recomputing the dataset_rows row of clip `clip`."""
+    return (f"DELETE FROM dataset_rows WHERE clip_id = {clip}; "
+            f"INSERT INTO dataset_rows {_dataset_row_select(f'c.id = {clip}')};")
+
+
 
 # @section labeller server (session 5)
+
+
+def rubric_version(project: Project) -> tuple[int, int, int, int]:
+    """What changes with every change of the exercise catalogue or of a rubric (every one is a rubric event, see
+    _record_rubric; exercises met in imports are added without one): the Label page keeps its copy of
+    list_exercises for the session until this changes, instead of reading it on every verdict."""
+    with connect(project) as db:
+        events, last, exercises = db.conn.execute(
+            "SELECT (SELECT count(*) FROM rubric_events), (SELECT max(id) FROM rubric_events), "
+            "(SELECT count(*) FROM exercises)").fetchone()
+    return project.db_path.stat().st_ino, events, last or 0, exercises
 
 
 # @section suggest (session 5)

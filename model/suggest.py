@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,7 +15,8 @@ import pandas as pd
 from curation import store
 from curation.project import Project
 from model import active, choice, runs
-from model.features import clip_statistics, load_clipset
+from curation.dataset import clip_aspect
+from model.features import clip_features, clip_landmarks, clip_statistics, load_clipset
 
 
 class UnknownStrategy(ValueError):
@@ -43,9 +47,8 @@ class Suggestions:
                 "suggestions": [dataclasses.asdict(s) for s in self.items]}
 
 
-def _pose_statistics(features: list[np.ndarray]) -> np.ndarray:
-    """Standardised clip statistics of raw clip features: the cold start's notion of "what a clip looks like"."""
-    stats = np.stack([clip_statistics(x) for x in features])
+def _standardised(stats: np.ndarray) -> np.ndarray:
+    """Clip statistics standardised over the clips given: the cold start's notion of "what a clip looks like"."""
     scale = stats.std(0)
     return (stats - stats.mean(0)) / np.where(scale > 1e-12, scale, 1.0)
 
@@ -117,13 +120,57 @@ def _sample(ids: list[str], n: int) -> list[str]:
 
 def _cold_pool(project: Project, pool_ids: list[str], labelled_ids: list[str]) -> active.Pool:
     pool_ids, labelled_ids = _sample(pool_ids, COLD_SAMPLE), _sample(labelled_ids, COLD_LABELLED)
-    every = load_clipset(project, labelled_only=False, only={*pool_ids, *labelled_ids})
-    where = {cid: i for i, cid in enumerate(every.clip_ids)}
-    wanted = [where[c] for c in pool_ids + labelled_ids if c in where]
-    stats = _pose_statistics([every.features(i) for i in wanted])
-    n_pool = sum(c in where for c in pool_ids)
-    return active.Pool(clip_ids=[every.clip_ids[i] for i in wanted[:n_pool]], embeddings=stats[:n_pool], p=None,
+    found = pose_statistics(project, [*pool_ids, *labelled_ids])
+    pool = [c for c in pool_ids if c in found]
+    wanted = pool + [c for c in labelled_ids if c in found]
+    stats = _standardised(np.stack([found[c] for c in wanted]))
+    n_pool = len(pool)
+    return active.Pool(clip_ids=pool, embeddings=stats[:n_pool], p=None,
                        labelled_embeddings=stats[n_pool:] if len(wanted) > n_pool else None)
+
+
+# Each clip's pose statistics, kept in this process by everything they are computed from (the project, the clip,
+# its pose file as last written, its frames, frame rate and aspect): a batch drawn again (another batch size, an
+# exercise picked again, a new session after a write elsewhere) does not read and compute them again (1.5 ms a
+# clip). Sessions are threads: the lock guards the dict, not the computing.
+_STATISTICS: OrderedDict[tuple, np.ndarray] = OrderedDict()
+_STATISTICS_LOCK = threading.Lock()
+STATISTICS_KEPT = 4096  # clips (2.4 KB each): a dozen cold-start samples
+
+
+def _pose_file(project: Project, clip: dict, video: dict | None) -> tuple:
+    """Which pose file a clip's landmarks come from and when it was last written (None: no file to read)."""
+    relative = clip["pose_path"] or (video["pose_path"] if video is not None else None)
+    if not relative:
+        return (None,)
+    stat = os.stat(project.root / relative)
+    return relative, stat.st_mtime_ns, stat.st_size
+
+
+def pose_statistics(project: Project, clip_ids: list[str]) -> dict[str, np.ndarray]:
+    """clip_statistics of the clip_features of each active clip among clip_ids (an excluded or unknown id is
+    left out), read and computed only for clips not kept in this process since."""
+    rows = store.clips_in_order(project, set(clip_ids))
+    videos = {v["id"]: v for v in store.list_videos(project)} if any(r["video_id"] for r in rows) else {}
+    tracks: dict[str, np.ndarray] = {}
+    out = {}
+    for clip in rows:
+        video = videos.get(clip["video_id"]) if clip["video_id"] else None
+        fps, aspect = float(clip["fps"]), float(clip_aspect(clip, video))
+        key = (str(project.root), clip["id"], *_pose_file(project, clip, video), clip["start_frame"],
+               clip["end_frame"], fps, aspect)
+        with _STATISTICS_LOCK:
+            kept = _STATISTICS.get(key)
+            if kept is not None:
+                _STATISTICS.move_to_end(key)
+        if kept is None:
+            kept = clip_statistics(clip_features(clip_landmarks(project, clip, video, tracks), fps, aspect))
+            with _STATISTICS_LOCK:
+                _STATISTICS[key] = kept
+                if len(_STATISTICS) > STATISTICS_KEPT:
+                    _STATISTICS.popitem(last=False)
+        out[clip["id"]] = kept
+    return out
 
 
 def _column(scores, ids: list[str], name: str) -> np.ndarray | None:

@@ -73,7 +73,6 @@ def test_a_damaged_or_foreign_database_is_one_line(data_dir, damage):
         data = bytearray(db.read_bytes())
         data[:100] = b"\xff" * 100  # ... whose header a disk error overwrote
         db.write_bytes(bytes(data))
-    store._migrated.discard(str(db))
     proc = run("curation", "stats", "--data", str(data_dir))
     assert one_line(proc) == f"error: not a Formcheck project database: {db} (file is not a database)"
 
@@ -90,7 +89,6 @@ def test_every_page_says_a_damaged_database_in_one_line(data_dir, monkeypatch):
     from tests.test_app import open_page
 
     (data_dir / "formcheck.db").write_text("not a database\n" * 100)
-    store._migrated.discard(str(data_dir / "formcheck.db"))
     monkeypatch.setenv("FORMCHECK_DATA", str(data_dir))
     for page in ("app.py", "pages/1_Ingest.py"):
         at = open_page(page)  # no exception

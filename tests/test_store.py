@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import threading
 
 import pytest
 
@@ -178,3 +181,76 @@ def test_clips_labelled_since_counts_live_verdicts_and_adjudications_only(projec
     assert store.clips_labelled_since(project, since) == {"c"}
     # a run's created_at has whole seconds and a +00:00 offset: same instant, other spelling
     assert store.clips_labelled_since(project, "2000-01-01T00:00:00+00:00") == {"a", "c"}
+
+
+# ---------------------------------------------------------------- kept connections (one per thread and database)
+
+
+def test_a_thread_keeps_one_connection_per_database_and_other_threads_their_own(project):
+    with store.connect(project) as a, store.connect(project) as b:
+        assert a.conn is b.conn
+    other = []
+    thread = threading.Thread(target=lambda: other.append(store.list_annotators(project) is not None
+                                                          and store._kept.conns[str(project.db_path)][2]))
+    thread.start()
+    thread.join()
+    assert other and other[0] is not a.conn
+
+
+def test_a_thread_keeps_at_most_a_few_connections_and_closes_the_rest(tmp_path):
+    projects = [Project.open(tmp_path / f"p{i}") for i in range(store._KEPT_PER_THREAD + 2)]
+    conns = []
+    for p in projects:
+        with store.connect(p) as db:
+            conns.append(db.conn)
+    assert len(store._kept.conns) == store._KEPT_PER_THREAD
+    for conn in conns[:2]:  # the least recently used were closed
+        with pytest.raises(sqlite3.ProgrammingError):
+            conn.execute("SELECT 1")
+    assert conns[-1].execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_project_made_anew_at_the_same_path_is_migrated_and_read_afresh(data_dir):
+    store.add_annotator(Project.open(data_dir), "ann")
+    shutil.rmtree(data_dir)
+    project = Project.open(data_dir)
+    assert store.list_annotators(project) == []  # not the old file's rows, not "no such table"
+    assert store.stats(project)["clips"] == 0
+
+
+def test_a_read_during_a_write_sees_only_committed_rows(project):
+    store.add_annotator(project, "ann")
+    with store.connect(project) as db, store.transaction(db) as conn:
+        conn.execute("INSERT INTO annotators (name, role, created_at) VALUES ('bob', 'coach', ?)", (store.now(),))
+        assert [a["name"] for a in store.list_annotators(project)] == ["ann"]
+    assert [a["name"] for a in store.list_annotators(project)] == ["ann", "bob"]
+
+
+def test_another_process_write_is_seen_at_once_by_a_kept_connection(project):
+    assert store.list_annotators(project) == []
+    version = store.data_version(project)
+    proc = start_python(f"from pathlib import Path; from curation import store; from curation.project import "
+                        f"Project; p = Project.open(Path({str(project.root)!r})); store.add_annotator(p, 'kim'); "
+                        f"store.add_clips(p, [{{'id': 'c1', 'exercise': 'squat', 'start_frame': 0, 'end_frame': 30, "
+                        f"'fps': 30.0, 'method': 'imported', 'pose_path': 'poses/c1.npy'}}], [])")
+    assert proc.wait(timeout=120) == 0
+    assert [a["name"] for a in store.list_annotators(project)] == ["kim"]
+    assert store.data_version(project) != version and store.stats(project)["clips"] == 1
+
+
+def test_a_forked_child_never_uses_its_parent_connection(project):
+    store.add_annotator(project, "ann")
+    parent = store._kept.conns[str(project.db_path)][2]
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own connection, the parent's left alone
+        try:
+            store.add_annotator(project, "kid")
+            ok = store._kept.conns[str(project.db_path)][2] is not parent and parent in store._forked
+            os.write(writer, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(writer)
+    assert os.read(reader, 1) == b"1"
+    os.waitpid(pid, 0)
+    assert parent.execute("SELECT count(*) FROM annotators").fetchone()[0] == 2  # still usable here
