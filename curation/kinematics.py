@@ -292,11 +292,19 @@ class Complexity:
 
 
 def _nan_percentile(x: np.ndarray, q: float) -> np.ndarray:
-    """Column percentiles ignoring NaN; NaN for an all-NaN column without numpy's warning."""
+    """Column percentiles ignoring NaN (numpy's default linear interpolation between the closest ranks); NaN
+    for an all-NaN column. One sort of the whole array: np.nanpercentile handles NaN column by column and was
+    most of the cost of importing a clip."""
     out = np.full(x.shape[1], np.nan)
-    seen = np.isfinite(x).any(axis=0)
-    if seen.any():
-        out[seen] = np.nanpercentile(x[:, seen], q, axis=0)
+    n = (~np.isnan(x)).sum(axis=0)
+    cols = np.flatnonzero(n)
+    if cols.size:
+        ranked = np.sort(x[:, cols], axis=0)  # NaN sorts last
+        pos = (n[cols] - 1) * (q / 100)
+        below = np.floor(pos).astype(int)
+        above = np.minimum(below + 1, n[cols] - 1)
+        a, b = ranked[below, np.arange(cols.size)], ranked[above, np.arange(cols.size)]
+        out[cols] = a + (b - a) * (pos - below)
     return out
 
 

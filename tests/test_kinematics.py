@@ -6,6 +6,8 @@ import csv
 import math
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -219,3 +221,17 @@ def test_the_same_squat_done_faster_has_higher_angular_sensitivity(videos):
     assert double_speed.angular_sensitivity > normal.angular_sensitivity
     # Speed changes how fast, not how far: the range of motion barely moves.
     assert double_speed.range_of_motion == pytest.approx(normal.range_of_motion, abs=0.05)
+
+
+def test_nan_percentile_matches_numpy_on_columns_with_gaps():
+    from curation.kinematics import _nan_percentile
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        x = rng.normal(size=(rng.integers(1, 60), rng.integers(1, 8))) * 90
+        x[rng.random(x.shape) < rng.random()] = np.nan  # from no gap to all-NaN columns
+        for q in (0, 5, 50, 95, 100):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                want = np.nanpercentile(x, q, axis=0)
+            np.testing.assert_allclose(_nan_percentile(x, q), want, rtol=0, atol=1e-9, equal_nan=True)

@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 EXERCISES = ("squat", "push-up", "lunge")
 PAGES = ("app.py", "pages/1_Ingest.py", "pages/2_Label.py", "pages/3_Dataset.py", "pages/4_Train.py",
-         "pages/5_Suggest.py", "pages/6_Admin.py")
+         "pages/5_Suggest.py", "pages/6_Admin.py", "pages/7_Assess.py")
 
 
 def build_project(root: Path, clips: int):
