@@ -13,7 +13,7 @@ project = ui.project()
 st.title("Formcheck")
 st.caption(f"Project folder: {ui.md(project.root)}")
 
-counts = store.project_counts(project)  # not stats: its dataset statistics read every clip
+counts = store.project_counts(project)  # not stats: its dataset statistics are the Dataset page's
 a, b, c = st.columns(3)
 a.metric("Videos", counts["videos"])
 b.metric("Clips", counts["clips"])

@@ -790,14 +790,13 @@ def m016_dataset_rows(conn: sqlite3.Connection) -> None:
     )
     conn.execute(f"INSERT INTO dataset_rows {_dataset_row_select('1')}")
     triggers = {
-        "dataset_rows_clip_insert": f"AFTER INSERT ON clips BEGIN {_dataset_refresh('NEW.id')} END",
-        "dataset_rows_clip_update": "AFTER UPDATE OF id, active, exercise, start_frame, end_frame, fps, video_id, "
-                                    f"complexity ON clips BEGIN {_dataset_refresh('OLD.id')} "
-                                    f"{_dataset_refresh('NEW.id')} END",
-        "dataset_rows_clip_delete": f"AFTER DELETE ON clips BEGIN {_dataset_refresh('OLD.id')} END",
-        # m015's triggers refresh a clip_labels row by a delete and an insert, the insert last (a clip deleted or
-        # renamed: the clips triggers above).
+        # m015's triggers write a clip's clip_labels row anew (a delete, then an insert) when the clip is added, when
+        # its frames or exercise change and on every label event: its row here follows that insert. A clip deleted
+        # or renamed, or its other columns changed: the clips triggers.
         "dataset_rows_clip_labels_insert": f"AFTER INSERT ON clip_labels BEGIN {_dataset_refresh('NEW.clip_id')} END",
+        "dataset_rows_clip_update": "AFTER UPDATE OF id, active, fps, video_id, complexity ON clips BEGIN "
+                                    f"{_dataset_refresh('OLD.id')} {_dataset_refresh('NEW.id')} END",
+        "dataset_rows_clip_delete": f"AFTER DELETE ON clips BEGIN {_dataset_refresh('OLD.id')} END",
     }
     for when, rows in (("INSERT", ("NEW",)), ("DELETE", ("OLD",)), ("UPDATE", ("OLD", "NEW"))):
         # An exclusion event of a clip, or of a video: each of its clips.
@@ -2843,10 +2842,8 @@ def project_counts(project: Project) -> dict:
 # The Dataset page's label state of clip c with clip_labels l (clip_overview's "label"): the consensus label,
 # else disputed (both verdicts, no adjudication), else unlabelled.
 _STATE_SQL = ("coalesce(l.label, CASE WHEN l.correct > 0 AND l.incorrect > 0 THEN 'disputed' ELSE 'unlabelled' END)")
-# clip_table's clips (c, its m016 dataset_rows d and clip_labels l): counted from dataset_rows (SQLite leaves out
-# the left joins a filter does not use), paged in the clips' order (clips_order).
-_TABLE_COUNT_FROM = ("FROM dataset_rows d LEFT JOIN clips c ON c.id = d.clip_id "
-                     "LEFT JOIN clip_labels l ON l.clip_id = d.clip_id WHERE d.active = 1 AND d.excluded = 0")
+# clip_table's clips: their m016 dataset_rows d (what the filters read), with clip c and clip_labels l for a page's
+# rows, read in the clips' order (clips_order).
 _TABLE_FROM = ("FROM clips c CROSS JOIN dataset_rows d ON d.clip_id = c.id LEFT JOIN clip_labels l ON l.clip_id = c.id "
                "LEFT JOIN videos v ON v.id = c.video_id WHERE d.active = 1 AND d.excluded = 0")
 
@@ -2862,16 +2859,18 @@ def clip_table(project: Project, exercises: list[str] = (), states: list[str] = 
     adjudication; complexity (lo, hi), inclusive, of the automatic index or of the coaches' (coach_complexity).
     """
     where, params = [], {"offset": offset, "limit": limit}
-    for name, values, column in (("exercises", exercises, "d.exercise"), ("states", states, "d.state"),
-                                 ("views", views, "coalesce(c.view, 'unknown')")):
+    for name, values, condition in (("exercises", exercises, "d.exercise IN {}"), ("states", states, "d.state IN {}"),
+                                    ("views", views, "d.clip_id IN (SELECT id FROM clips "
+                                                     "WHERE coalesce(view, 'unknown') IN {})")):
         if values:
-            where.append(f"{column} IN (SELECT value FROM json_each(:{name}))")
+            where.append(condition.format(f"(SELECT value FROM json_each(:{name}))"))
             params[name] = json.dumps(list(values))
     if coach is not None:
         where.append("d.clip_id IN (SELECT clip_id FROM label_current WHERE annotator = :coach)")
         params["coach"] = coach
     if disagreement:
-        where.append("l.correct > 0 AND l.incorrect > 0 AND NOT l.adjudicated")
+        where.append("d.clip_id IN (SELECT clip_id FROM clip_labels WHERE correct > 0 AND incorrect > 0 "
+                     "AND NOT adjudicated)")
     coaches_say = coach_complexity(project)
     if complexity is not None:
         params["lo"], params["hi"] = complexity
@@ -2883,7 +2882,8 @@ def clip_table(project: Project, exercises: list[str] = (), states: list[str] = 
                                           if complexity[0] <= v["complexity"] <= complexity[1]])
     filters = "".join(f" AND {w}" for w in where)
     with connect(project) as db:
-        total = db.conn.execute(f"SELECT count(*) {_TABLE_COUNT_FROM}{filters}", params).fetchone()[0]
+        total = db.conn.execute(f"SELECT count(*) FROM dataset_rows d WHERE d.active = 1 AND d.excluded = 0{filters}",
+                                params).fetchone()[0]
         page = _rows(db.conn, "SELECT c.id, c.exercise, c.video_id, v.id AS known, v.title, c.source, c.start_frame, "
                               "c.end_frame, c.fps, c.method, c.complexity, c.view, d.state, "
                               "coalesce(l.adjudicated, 0) AS adjudicated, coalesce(l.correct, 0) AS correct, "
@@ -3059,3 +3059,21 @@ def rubric_version(project: Project) -> tuple[int, int, int, int]:
 
 
 # @section suggest (session 5)
+
+
+@memoised
+def consensus_label_of(project: Project) -> dict[str, str]:
+    """Clip id -> consensus label of every clip that has one (consensus_labels' "label" where not None), from
+    m015's clip_labels: a dict of strings, not of every labelled clip's votes and criteria."""
+    with connect(project) as db:
+        return dict(db.conn.execute("SELECT clip_id, label FROM clip_labels WHERE label IS NOT NULL"))
+
+
+@memoised
+def dataset_labels(project: Project) -> dict[str, tuple[str, str]]:
+    """Clip id -> (consensus label, exercise) of the clips of list_clips(project) (active, not excluded) that
+    have a consensus label."""
+    with connect(project) as db:
+        return {clip_id: (label, exercise) for clip_id, label, exercise in db.conn.execute(
+            "SELECT l.clip_id, l.label, q.exercise FROM clip_labels l CROSS JOIN clip_queue q ON q.clip_id = l.clip_id "
+            "WHERE l.label IS NOT NULL AND q.active = 1 AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips)")}

@@ -239,12 +239,46 @@ def _as_2d(a: np.ndarray, name: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- the pool
 
 
+class Rows:
+    """Rows `index` of the (M, D) arrays `blocks` stacked, each read when used, as _as_2d makes them: a pool's
+    embeddings taken from a run's saved embeddings of every clip (memory-mapped) and those of clips scored since.
+    A batch needs the rows of its candidates and picks, not the whole pool's (150 MB at 100,000 clips)."""
+
+    def __init__(self, blocks: list[np.ndarray], index: np.ndarray) -> None:
+        self.blocks = [b for b in blocks if len(b)]
+        if not self.blocks or any(b.ndim != 2 or b.shape[1] != self.blocks[0].shape[1] for b in self.blocks):
+            raise ValueError("embeddings must be (N, D) arrays with the same D")
+        self.starts = np.cumsum([0] + [len(b) for b in self.blocks])
+        self.index = np.asarray(index, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.index), self.blocks[0].shape[1]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def take(self, rows) -> np.ndarray:
+        """The rows as saved (NaN kept)."""
+        at = self.index[rows]
+        out = np.empty((len(at), self.shape[1]), dtype=np.result_type(*self.blocks))
+        block = np.searchsorted(self.starts, at, side="right") - 1
+        for b in np.unique(block):
+            mine = block == b
+            out[mine] = self.blocks[b][at[mine] - self.starts[b]]
+        return out
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return _as_2d(self.take(rows), "embeddings")
+
+
 @dataclass(eq=False)  # holds arrays
 class Pool:
     """The unlabelled clips to choose from, and what is known about them (all arrays in clip_ids' order).
 
     embeddings: (N, D) the model's clip representations (Fitted.model.embed), or, with no model yet, pose
-    statistics on comparable scales (e.g. standardised): distances between them decide diversity.
+    statistics on comparable scales (e.g. standardised): distances between them decide diversity. Rows of a
+    larger array are read only where used.
     p: p(incorrect) per clip, NaN for a clip of an exercise the model never saw; None = no model yet (cold
     start). Optional (N,) signals, None (or all NaN) when not measured: committee_sd (sd of p over models
     fitted on different groups), committee_mi and mc_mi (BALD mutual information of a committee's or of
@@ -255,7 +289,7 @@ class Pool:
     """
 
     clip_ids: list[str]
-    embeddings: np.ndarray
+    embeddings: np.ndarray | Rows
     p: np.ndarray | None = None
     committee_sd: np.ndarray | None = None
     committee_mi: np.ndarray | None = None
@@ -265,7 +299,10 @@ class Pool:
 
     def __post_init__(self) -> None:
         n = len(self.clip_ids)
-        self.embeddings = _as_2d(self.embeddings, "embeddings") if n else np.zeros((0, 0), dtype=np.float32)
+        if not n:
+            self.embeddings = np.zeros((0, 0), dtype=np.float32)
+        elif not isinstance(self.embeddings, Rows):
+            self.embeddings = _as_2d(self.embeddings, "embeddings")
         if len(self.embeddings) != n:
             raise ValueError(f"{n} clip ids but {len(self.embeddings)} embeddings")
         for name in ("p", "committee_sd", "committee_mi", "mc_mi", "window_spread"):
@@ -407,8 +444,9 @@ def select(pool: Pool, k: int, strategy: str = DEFAULT_STRATEGY, diversity: bool
     drawn: list[int] = []  # mixed: the clips drawn at random
 
     if pool.p is None:
-        first = int(np.argmin(_sq_dist(pool.embeddings, pool.embeddings.mean(axis=0, keepdims=True))[:, 0]))
-        picks, gaps = _farthest_first(pool.embeddings, k, labelled, first)
+        emb = pool.embeddings[:]  # every row: the batch spreads over them all
+        first = int(np.argmin(_sq_dist(emb, emb.mean(axis=0, keepdims=True))[:, 0]))
+        picks, gaps = _farthest_first(emb, k, labelled, first)
         scores = np.zeros(len(pool))
         scores[picks] = gaps  # cold start: the score is how far the clip was from every clip covered before it
         bald_kind = None

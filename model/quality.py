@@ -88,9 +88,9 @@ def check_again(project: Project, run_id: str | None = None, exercise: str | Non
         return []
     touched = store.clips_labelled_since(project, run["created_at"])
     touched |= set(store.excluded_clip_ids(project))  # an excluded clip leaves every queue
-    consensus = store.consensus_labels(project)
-    keep = np.array([cid not in touched and (consensus.get(cid) or {}).get("label") == LABELS[int(y)]
-                     for cid, y in zip(oof["clip_id"], oof["y"])], dtype=bool)
+    consensus = store.consensus_label_of(project)
+    keep = np.array([cid not in touched and consensus.get(cid) == LABELS[int(y)]
+                     for cid, y in zip(oof["clip_id"].tolist(), oof["y"].tolist())], dtype=bool)
     if exercise is not None:
         keep &= (oof["exercise"] == exercise).to_numpy()
     y = oof["y"].to_numpy(dtype=np.int64)

@@ -478,18 +478,27 @@ def read_scores(project: Project, run_id: str) -> pd.DataFrame:
     return table[["clip_id", *SCORE_COLUMNS]].astype({c: np.float64 for c in SCORE_COLUMNS})
 
 
-def read_embeddings(project: Project, run_id: str) -> tuple[list[str], np.ndarray] | None:
-    """A finished run's clip embeddings: (clip ids, float32 (N, D)) in predictions.csv order, NaN rows for
-    clips it could not score; None for a run saved without them (older runs)."""
+def embeddings_array(project: Project, run_id: str) -> np.ndarray | None:
+    """A finished run's clip embeddings, float32 (N, D) in predictions.csv order (read_scores' rows), NaN rows
+    for clips it could not score; None for a run saved without them (older runs). Memory-mapped: a row is read
+    from the file when used (200 MB at 100,000 clips, of which a batch of suggestions needs a few rows)."""
     folder = _finished(project, run_id)
     if not (folder / EMBEDDINGS).is_file():
         return None
-    vectors = np.load(folder / EMBEDDINGS, allow_pickle=False)
-    with (folder / PREDICTIONS).open(newline="", encoding="utf-8") as fh:
+    return np.load(folder / EMBEDDINGS, mmap_mode="r", allow_pickle=False)
+
+
+def read_embeddings(project: Project, run_id: str) -> tuple[list[str], np.ndarray] | None:
+    """A finished run's clip embeddings: (clip ids, float32 (N, D)) in predictions.csv order, NaN rows for
+    clips it could not score; None for a run saved without them (older runs)."""
+    vectors = embeddings_array(project, run_id)
+    if vectors is None:
+        return None
+    with (_finished(project, run_id) / PREDICTIONS).open(newline="", encoding="utf-8") as fh:
         ids = [row["clip_id"] for row in csv.DictReader(fh)]
     if len(ids) != len(vectors):
         raise ValueError(f"run {run_id!r} has {len(vectors)} embeddings for {len(ids)} predictions")
-    return ids, vectors
+    return ids, np.array(vectors)
 
 
 def live_history(project: Project, run_id: str | None = None) -> list[dict]:

@@ -10,12 +10,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from curation import store
+from curation.dataset import clip_aspect
 from curation.project import Project
 from model import active, choice, runs
-from curation.dataset import clip_aspect
 from model.features import clip_features, clip_landmarks, clip_statistics, load_clipset
 
 
@@ -134,7 +133,7 @@ def _cold_pool(project: Project, pool_ids: list[str], labelled_ids: list[str]) -
 # exercise picked again, a new session after a write elsewhere) does not read and compute them again (1.5 ms a
 # clip). Sessions are threads: the lock guards the dict, not the computing.
 _STATISTICS: OrderedDict[tuple, np.ndarray] = OrderedDict()
-_STATISTICS_LOCK = threading.Lock()
+_KEPT_LOCK = threading.Lock()  # guards _STATISTICS and _SAVED
 STATISTICS_KEPT = 4096  # clips (2.4 KB each): a dozen cold-start samples
 
 
@@ -159,13 +158,13 @@ def pose_statistics(project: Project, clip_ids: list[str]) -> dict[str, np.ndarr
         fps, aspect = float(clip["fps"]), float(clip_aspect(clip, video))
         key = (str(project.root), clip["id"], *_pose_file(project, clip, video), clip["start_frame"],
                clip["end_frame"], fps, aspect)
-        with _STATISTICS_LOCK:
+        with _KEPT_LOCK:
             kept = _STATISTICS.get(key)
             if kept is not None:
                 _STATISTICS.move_to_end(key)
         if kept is None:
             kept = clip_statistics(clip_features(clip_landmarks(project, clip, video, tracks), fps, aspect))
-            with _STATISTICS_LOCK:
+            with _KEPT_LOCK:
                 _STATISTICS[key] = kept
                 if len(_STATISTICS) > STATISTICS_KEPT:
                     _STATISTICS.popitem(last=False)
@@ -173,49 +172,75 @@ def pose_statistics(project: Project, clip_ids: list[str]) -> dict[str, np.ndarr
     return out
 
 
-def _column(scores, ids: list[str], name: str) -> np.ndarray | None:
-    if name not in scores.columns:
-        return None
-    values = scores[name].reindex(ids).to_numpy(dtype=np.float64)
+@dataclass(frozen=True)
+class _Saved:
+    """What a finished run saved of the clips it scored: its predictions.csv rows and embeddings, by row."""
+
+    row: dict[str, int]  # clip id -> row; {} for a run saved without embeddings (every clip is scored live)
+    scores: dict[str, np.ndarray]  # runs.SCORE_COLUMNS -> one float per row, NaN where not measured
+    embeddings: np.ndarray | None  # (rows, D), memory-mapped
+
+
+# A finished run's files never change: kept in this process by run, so that drawing a batch again (a new session,
+# after a verdict) does not parse its 100,000 rows again.
+_SAVED: OrderedDict[tuple[str, str], _Saved] = OrderedDict()
+RUNS_KEPT = 2
+
+
+def _saved(project: Project, run_id: str) -> _Saved:
+    key = (str(project.root), run_id)
+    with _KEPT_LOCK:
+        kept = _SAVED.get(key)
+    if kept is not None and runs.is_finished(runs.run_dir(project, run_id)):  # not deleted since
+        return kept
+    table = runs.read_scores(project, run_id)
+    embeddings = runs.embeddings_array(project, run_id)
+    if embeddings is not None and len(embeddings) != len(table):
+        raise ValueError(f"run {run_id!r} has {len(embeddings)} embeddings for {len(table)} predictions")
+    row = {cid: i for i, cid in enumerate(table["clip_id"].tolist())} if embeddings is not None else {}
+    kept = _Saved(row, {c: table[c].to_numpy(dtype=np.float64) for c in runs.SCORE_COLUMNS}, embeddings)
+    with _KEPT_LOCK:
+        _SAVED[key] = kept
+        if len(_SAVED) > RUNS_KEPT:
+            _SAVED.popitem(last=False)
+    return kept
+
+
+def _measured(values: np.ndarray) -> np.ndarray | None:
     return None if np.isnan(values).all() else values
 
 
 def _run_pool(project: Project, run_id: str, pool_ids: list[str], labelled_ids: list[str]
               ) -> tuple[active.Pool, int]:
     """The pool with the run's saved scores; clips the run never saw are scored with its model now."""
-    scores = runs.read_scores(project, run_id).set_index("clip_id")
-    saved = runs.read_embeddings(project, run_id)
-    emb_ids, emb = saved if saved is not None else ([], np.zeros((0, 0)))
-    row = {cid: i for i, cid in enumerate(emb_ids)}
-    new = [c for c in pool_ids if c not in scores.index or c not in row]
+    saved = _saved(project, run_id)
+    row, scores = saved.row, saved.scores
+    blocks = [saved.embeddings] if saved.embeddings is not None else []
+    new = [c for c in pool_ids if c not in row]
     scored_live = 0
     if new:
         fitted = runs.load_fitted(project, run_id)
-        every = load_clipset(project, labelled_only=False)
-        where = {cid: i for i, cid in enumerate(every.clip_ids)}
-        idx = [where[c] for c in new if c in where]
-        feats = [every.features(i) for i in idx]
-        exercises = [every.exercises[i] for i in idx]
-        details = fitted.predict_details(feats, exercises, embed=True)  # p, window spread, embedding: one pass
-        ids = [every.clip_ids[i] for i in idx]
-        fresh = pd.DataFrame({"p_incorrect": details["p"], "window_spread": details["window_spread"]},
-                             index=pd.Index(ids, name="clip_id"))
-        scores = pd.concat([scores.drop(index=ids, errors="ignore"), fresh])
-        row.update({cid: len(emb_ids) + j for j, cid in enumerate(ids)})
-        emb_ids = emb_ids + ids
-        vectors = details["embedding"]
-        emb = np.concatenate([emb, vectors]) if emb.size else vectors
-        scored_live = len(idx)
+        every = load_clipset(project, labelled_only=False, only=set(new))  # their poses alone
+        feats = [every.features(i) for i in range(len(every))]
+        details = fitted.predict_details(feats, every.exercises, embed=True)  # p, window spread, embedding: one pass
+        n_saved = len(saved.embeddings) if saved.embeddings is not None else 0
+        row = {**row, **{cid: n_saved + j for j, cid in enumerate(every.clip_ids)}}
+        fresh = {"p_incorrect": details["p"], "window_spread": details["window_spread"]}
+        scores = {c: np.concatenate([v[:n_saved], np.asarray(fresh.get(c, np.full(len(every), np.nan)), np.float64)])
+                  for c, v in scores.items()}
+        blocks.append(details["embedding"])
+        scored_live = len(every)
     pool_ids = [c for c in pool_ids if c in row]
-    pool_emb = emb[[row[c] for c in pool_ids]]
-    known = [c for c in labelled_ids if c in row]
-    labelled_emb = emb[[row[c] for c in known]] if known else None
-    if labelled_emb is not None:
+    at = np.asarray([row[c] for c in pool_ids], dtype=np.int64)
+    known = [row[c] for c in labelled_ids if c in row]
+    labelled_emb = None
+    if known:
+        labelled_emb = active.Rows(blocks, known).take(slice(None))
         labelled_emb = labelled_emb[~np.isnan(labelled_emb).any(1)]
     pool = active.Pool(
-        clip_ids=pool_ids, embeddings=np.nan_to_num(pool_emb), p=scores["p_incorrect"].reindex(pool_ids).to_numpy(float),
-        committee_sd=_column(scores, pool_ids, "uncertainty"), committee_mi=_column(scores, pool_ids, "committee_mi"),
-        mc_mi=_column(scores, pool_ids, "mc_mi"), window_spread=_column(scores, pool_ids, "window_spread"),
-        labelled_embeddings=labelled_emb,
+        clip_ids=pool_ids, embeddings=active.Rows(blocks, at) if pool_ids else np.zeros((0, 0)),
+        p=scores["p_incorrect"][at], committee_sd=_measured(scores["uncertainty"][at]),
+        committee_mi=_measured(scores["committee_mi"][at]), mc_mi=_measured(scores["mc_mi"][at]),
+        window_spread=_measured(scores["window_spread"][at]), labelled_embeddings=labelled_emb,
     )
     return pool, scored_live

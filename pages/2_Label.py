@@ -79,11 +79,11 @@ def listed_queue(mode: str) -> tuple[list[str], dict[str, str]]:
     return kept["ids"], kept["reasons"]
 
 
-def catalogue() -> tuple[dict[str, dict], dict[str, set[str]]]:
-    """The exercises as coaches see them by name (store.list_exercises: joints, criteria in the rubric's order,
-    retired ones left out), and the rubric an outbox is checked against (exercise -> its criterion names, retired
-    ones too: a browser may send a verdict given before a retirement). Kept for the session until the catalogue
-    or a rubric changes (store.rubric_version): read once, not on every message of the labeller."""
+def catalogue() -> tuple[tuple, dict[str, dict], dict[str, set[str]]]:
+    """(its version, the exercises as coaches see them by name (store.list_exercises: joints, criteria in the
+    rubric's order, retired ones left out), the rubric an outbox is checked against (exercise -> its criterion
+    names, retired ones too: a browser may send a verdict given before a retirement)). Kept for the session until
+    the catalogue or a rubric changes (store.rubric_version): read once, not on every message of the labeller."""
     version = (str(project.root), store.rubric_version(project))
     kept = state.get("label_catalogue")
     if kept is None or kept[0] != version:
@@ -91,15 +91,16 @@ def catalogue() -> tuple[dict[str, dict], dict[str, set[str]]]:
         shown = {e["name"]: {**e, "criteria": [c for c in e["criteria"] if not c["retired"]]} for e in every}
         kept = (version, shown, {e["name"]: {c["name"] for c in e["criteria"]} for e in every})
         state["label_catalogue"] = kept
-    return kept[1], kept[2]
+    return kept
 
 
-def opinions(clips: list[dict]) -> dict[str, dict]:
+def opinions(clips: list[dict], rubric_version: tuple) -> dict[str, dict]:
     """model.assist.opinions of these clips, recorded with each verdict even when not shown. The run is chosen
     (assist.current_run_id) on each full run of the page and again when the finished runs or the promotions
-    change, not after every verdict (the choice reads every label: 0.6 s at 100,000 clips once a run exists);
-    an opinion is worked out once per clip and frames for the session (the browser holds the clips for a while:
-    each message would ask again for all of them)."""
+    change, not after every verdict (once a run exists the choice reads every current label and each run's
+    out-of-fold predictions); an opinion is worked out once per clip and frames for the session (the browser
+    holds each clip for several messages; `rubric_version`: catalogue's, as the failed criteria follow the
+    rubric's order)."""
     from model import assist
 
     folders = project.runs.iterdir() if project.runs.is_dir() else []
@@ -113,9 +114,8 @@ def opinions(clips: list[dict]) -> dict[str, dict]:
         state["label_opinions"] = kept
     if kept["run_id"] is None:
         return {}
-    rubric_now = store.rubric_version(project)  # the failed criteria are listed in the rubric's order
-    if kept["rubric"] != rubric_now or len(kept["by_clip"]) > 1000:
-        kept["rubric"], kept["by_clip"] = rubric_now, {}
+    if kept["rubric"] != rubric_version or len(kept["by_clip"]) > 1000:
+        kept["rubric"], kept["by_clip"] = rubric_version, {}
     frames = {c["id"]: (c["id"], c["start_frame"], c["end_frame"], c["exercise"]) for c in clips}
     new = [c for c in clips if frames[c["id"]] not in kept["by_clip"]]
     if new:
@@ -134,7 +134,7 @@ def labelling() -> None:
     choices (coach, exercise, queue, skeleton, assistance) are those of the page's last full run."""
     # ------------------------------------------------------------------ save what the browser sent
     sync = ui.labeller_sync()
-    exercises, rubric = catalogue()
+    version, exercises, rubric = catalogue()
     saved = labeller.save_outbox(project, coach, sync.get("outbox") or [], kinds, rubric)
     on_way = labeller.pending_clips([e for e in sync.get("outbox") or [] if e.get("rid") not in saved["refused"]])
     if state.get("label_jump") and sync.get("jump") == state["label_jump"]:
@@ -172,12 +172,14 @@ def labelling() -> None:
     else:
         candidates = store.upcoming_clips(project, coach, exercise, limit=ahead)
         done = store.progress_of(project, coach, exercise)
-        head.progress(done["judged"] / max(done["clips"], 1), text=f"{done['judged']} of {done['clips']} clips judged by you")
+        head.progress(done["judged"] / max(done["clips"], 1),
+                      text=f"{done['judged']} of {done['clips']} clips judged by you")
 
     allowed = {c["id"] for c in candidates}
     # The clip on screen: the one the page sent the browser to, else the one the browser says it shows (before the
     # browser has said anything, e.g. a first run, the one this session showed last).
-    wanted = state["label_force"] if "label_force" in state else sync.get("showing") if sync else state.get("label_clip")
+    wanted = (state["label_force"] if "label_force" in state else sync.get("showing") if sync
+              else state.get("label_clip"))
     current = store.get_clip(project, wanted) if wanted else None
     if current is not None and not (current["active"] and current["id"] not in on_way and (
             current["id"] in allowed or (mode == "Label new clips" and exercise in (None, current["exercise"])
@@ -214,12 +216,13 @@ def labelling() -> None:
                                 f" on frames {x['start_frame']}-{x['end_frame']} ({ui.md(x['exercise'])})"
                                 if x["start_frame"] is not None else " before an edit")
                              for x in looks)
-            st.warning(f"Needs a second look: the frames or the exercise changed since it was judged ({said}).", icon="🔁")
+            st.warning(f"Needs a second look: the frames or the exercise changed since it was judged ({said}).",
+                       icon="🔁")
         overlay = ui.model_view(project, clip, f"label_model_view_{n}")  # {} (nothing computed) unless turned on
     else:
         overlay = {}
 
-    opinion = opinions(held) if held else {}
+    opinion = opinions(held, version) if held else {}
     have = set(sync.get("have") or [])
     cards, players = [], {}
     for i, c in enumerate(held):
@@ -283,7 +286,8 @@ def labelling() -> None:
             except store.StoreError as exc:
                 st.error(ui.md(exc))
         s1, s2 = st.columns(2)
-        at = s1.number_input("Split at frame", clip["start_frame"] + 1, max(clip["end_frame"] - 1, clip["start_frame"] + 1),
+        at = s1.number_input("Split at frame", clip["start_frame"] + 1,
+                             max(clip["end_frame"] - 1, clip["start_frame"] + 1),
                              value=(clip["start_frame"] + clip["end_frame"]) // 2, key=f"label_split_at_{n}")
         if s1.button("Split in two", key=f"label_split_{n}"):
             try:
@@ -293,7 +297,8 @@ def labelling() -> None:
             except store.StoreError as exc:
                 st.error(ui.md(exc))
         if s2.button("Merge with the next clip of this video", key=f"label_merge_{n}", disabled=not clip["video_id"]):
-            siblings = [c for c in store.list_clips(project, video_id=clip["video_id"]) if c["start_frame"] > clip["start_frame"]]
+            siblings = [c for c in store.list_clips(project, video_id=clip["video_id"])
+                        if c["start_frame"] > clip["start_frame"]]
             if not siblings:
                 st.error("This is the last clip of its video.")
             else:

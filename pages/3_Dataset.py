@@ -28,90 +28,105 @@ PAGE_ROWS = 200  # clips per page of the table: filtered and paged in SQL, the s
 COLUMNS = ["clip_id", "exercise", "video", "seconds", "method", "label", "final", "correct_votes", "incorrect_votes",
            "disagreement", "coaches", "complexity", "coach_complexity", "view", "second_look"]
 
+# The widgets of the tabs drawn only while open (below) keep their values while another tab is open: Streamlit
+# forgets a widget's value after a run that did not draw it, unless the value is set through the session state.
+KEPT_WIDGETS = ("dataset_exercise", "dataset_label", "dataset_coach", "dataset_disagreement", "dataset_view",
+                "dataset_complexity", "dataset_complexity_by", "dataset_page", "dataset_history_clip",
+                "dataset_timeline_video", "dataset_agreement_on")
+for key in KEPT_WIDGETS:
+    if key in st.session_state:
+        st.session_state[key] = st.session_state[key]
+
 counted = store.project_counts(project)["clips"]  # active clips, excluded ones left out (the table's)
+# Clips, Videos, Agreement and Statistics are drawn only while open (each reads much of a large project; a click on
+# a tab reruns the page); Import / export and the catalogue cost nothing and are always drawn.
 clips_tab, videos_tab, agree_tab, io_tab, stats_tab, catalogue_tab = st.tabs(
-    ["Clips", "Videos", "Agreement", "Import / export", "Statistics", "Exercises & criteria"])
+    ["Clips", "Videos", "Agreement", "Import / export", "Statistics", "Exercises & criteria"], key="dataset_tab",
+    on_change="rerun")
 
 # ------------------------------------------------------------------ clips
 with clips_tab:
-    if not counted:
-        st.info("No clips yet: add videos on the Ingest page, import a dataset, or open the sample project from Home.")
-    else:
-        f1, f2, f3, f4 = st.columns(4)
-        chosen = f1.multiselect("Exercise", store.dataset_exercises(project), key="dataset_exercise")
-        states = f2.multiselect("Label", ["correct", "incorrect", "disputed", "unlabelled"], key="dataset_label")
-        coach = f3.selectbox("Labelled by", ["(anyone)"] + [a["name"] for a in store.list_annotators(project)],
-                             key="dataset_coach")
-        only_disagreement = f4.checkbox("Only disagreements", key="dataset_disagreement")
-        g1, g2, g3 = st.columns([3, 1, 1])
-        views = g3.multiselect("Camera view", ["front", "side", "oblique", "unknown"], key="dataset_view",
-                               help="estimated per clip from the pose at ingest")
-        lo, hi = g1.slider("Complexity index", 0.0, 1.0, (0.0, 1.0), 0.05, key="dataset_complexity")
-        by = g2.radio("Complexity from", ["automatic", "coaches"], horizontal=True, key="dataset_complexity_by",
-                      help="coaches: the median of the values coaches set on the Label page")
-        filters = {"exercises": chosen, "states": states, "coach": None if coach == "(anyone)" else coach,
-                   "disagreement": only_disagreement, "views": views,
-                   "complexity": None if (lo, hi) == (0.0, 1.0) else (lo, hi), "complexity_by": by}
-        page = st.session_state.get("dataset_page", 1)
-        shown, matching = store.clip_table(project, **filters, offset=(page - 1) * PAGE_ROWS, limit=PAGE_ROWS)
-        pages = max(1, -(-matching // PAGE_ROWS))
-        if page > pages:  # the filters keep fewer clips than before: their last page
-            page = st.session_state["dataset_page"] = pages
+    if clips_tab.open:
+        if not counted:
+            st.info("No clips yet: add videos on the Ingest page, import a dataset, or open the sample project from "
+                    "Home.")
+        else:
+            f1, f2, f3, f4 = st.columns(4)
+            chosen = f1.multiselect("Exercise", store.dataset_exercises(project), key="dataset_exercise")
+            states = f2.multiselect("Label", ["correct", "incorrect", "disputed", "unlabelled"], key="dataset_label")
+            coach = f3.selectbox("Labelled by", ["(anyone)"] + [a["name"] for a in store.list_annotators(project)],
+                                 key="dataset_coach")
+            only_disagreement = f4.checkbox("Only disagreements", key="dataset_disagreement")
+            g1, g2, g3 = st.columns([3, 1, 1])
+            views = g3.multiselect("Camera view", ["front", "side", "oblique", "unknown"], key="dataset_view",
+                                   help="estimated per clip from the pose at ingest")
+            st.session_state.setdefault("dataset_complexity", (0.0, 1.0))  # its default: no warning when kept
+            lo, hi = g1.slider("Complexity index", 0.0, 1.0, step=0.05, key="dataset_complexity")
+            by = g2.radio("Complexity from", ["automatic", "coaches"], horizontal=True, key="dataset_complexity_by",
+                          help="coaches: the median of the values coaches set on the Label page")
+            filters = {"exercises": chosen, "states": states, "coach": None if coach == "(anyone)" else coach,
+                       "disagreement": only_disagreement, "views": views,
+                       "complexity": None if (lo, hi) == (0.0, 1.0) else (lo, hi), "complexity_by": by}
+            page = st.session_state.get("dataset_page", 1)
             shown, matching = store.clip_table(project, **filters, offset=(page - 1) * PAGE_ROWS, limit=PAGE_ROWS)
-        if pages > 1:
-            st.number_input("Page", 1, pages, key="dataset_page")
-        view = pd.DataFrame(shown, columns=COLUMNS)
-        st.caption(f"{matching} of {counted} clips" + (f" · page {page} of {pages} ({PAGE_ROWS} a page, in video "
-                                                       "order)" if pages > 1 else "")
-                   + " · click a column header to sort the page")
-        st.dataframe(view, hide_index=True, width="stretch",
-                     column_config={"complexity": st.column_config.NumberColumn(format="%.2f"),
-                                    "coach_complexity": st.column_config.NumberColumn(format="%.2f"),
-                                    "second_look": st.column_config.CheckboxColumn(
-                                        help="labelled on other frames or another exercise: needs a second look")})
+            pages = max(1, -(-matching // PAGE_ROWS))
+            if page > pages:  # the filters keep fewer clips than before: their last page
+                page = st.session_state["dataset_page"] = pages
+                shown, matching = store.clip_table(project, **filters, offset=(page - 1) * PAGE_ROWS, limit=PAGE_ROWS)
+            if pages > 1:
+                st.number_input("Page", 1, pages, key="dataset_page")
+            view = pd.DataFrame(shown, columns=COLUMNS)
+            st.caption(f"{matching} of {counted} clips" + (f" · page {page} of {pages} ({PAGE_ROWS} a page, in video "
+                                                           "order)" if pages > 1 else "")
+                       + " · click a column header to sort the page")
+            st.dataframe(view, hide_index=True, width="stretch",
+                         column_config={"complexity": st.column_config.NumberColumn(format="%.2f"),
+                                        "coach_complexity": st.column_config.NumberColumn(format="%.2f"),
+                                        "second_look": st.column_config.CheckboxColumn(
+                                            help="labelled on other frames or another exercise: needs a second look")})
 
-        st.subheader("Class balance per exercise")
-        balance = pd.DataFrame(store.label_balance(project), columns=["exercise", "label", "clips"])
-        st.plotly_chart(px.bar(balance, x="exercise", y="clips", color="label", barmode="stack",
-                               color_discrete_map={"correct": "#2e7d32", "incorrect": "#c62828",
-                                                   "disputed": "#f9a825", "unlabelled": "#9e9e9e"}),
-                        width="stretch")
+            st.subheader("Class balance per exercise")
+            balance = pd.DataFrame(store.label_balance(project), columns=["exercise", "label", "clips"])
+            st.plotly_chart(px.bar(balance, x="exercise", y="clips", color="label", barmode="stack",
+                                   color_discrete_map={"correct": "#2e7d32", "incorrect": "#c62828",
+                                                       "disputed": "#f9a825", "unlabelled": "#9e9e9e"}),
+                            width="stretch")
 
-        st.subheader("Label history of a clip")
-        clip_id = st.selectbox("Clip", view.clip_id.tolist() or [r["clip_id"] for r in store.clip_table(project)[0]],
-                               key="dataset_history_clip")
-        history = store.label_history(project, clip_id)
-        if history:
-            for event in history:  # criteria named as in the rubric the label was made with
-                rubric = store.label_rubric(project, event["id"])
-                titles = {c["name"]: c["title"] for c in rubric["criteria"]}
-                event["rubric"] = rubric["version"]
-                event["criteria"] = ", ".join(f"{titles.get(k, k)}: {v}" for k, v in event["criteria"].items())
-                event["model"] = assist.describe_recorded(event)
-            st.dataframe(pd.DataFrame(history)[["created_at", "annotator", "kind", "verdict", "criteria", "note",
-                                                "seconds", "model", "rubric"]], hide_index=True, width="stretch",
-                         column_config={"rubric": st.column_config.NumberColumn(
-                             "rubric", help="version of the rubric the label was made with"),
-                             "model": st.column_config.TextColumn(
-                                 "model", help="the model's opinion when the label was given, and whether the "
-                                               "coach saw it before deciding")})
-        else:
-            st.caption("No label events for this clip yet.")
+            st.subheader("Label history of a clip")
+            clip_id = st.selectbox("Clip", view.clip_id.tolist()
+                                   or [r["clip_id"] for r in store.clip_table(project)[0]], key="dataset_history_clip")
+            history = store.label_history(project, clip_id)
+            if history:
+                for event in history:  # criteria named as in the rubric the label was made with
+                    rubric = store.label_rubric(project, event["id"])
+                    titles = {c["name"]: c["title"] for c in rubric["criteria"]}
+                    event["rubric"] = rubric["version"]
+                    event["criteria"] = ", ".join(f"{titles.get(k, k)}: {v}" for k, v in event["criteria"].items())
+                    event["model"] = assist.describe_recorded(event)
+                st.dataframe(pd.DataFrame(history)[["created_at", "annotator", "kind", "verdict", "criteria", "note",
+                                                    "seconds", "model", "rubric"]], hide_index=True, width="stretch",
+                             column_config={"rubric": st.column_config.NumberColumn(
+                                 "rubric", help="version of the rubric the label was made with"),
+                                 "model": st.column_config.TextColumn(
+                                     "model", help="the model's opinion when the label was given, and whether the "
+                                                   "coach saw it before deciding")})
+            else:
+                st.caption("No label events for this clip yet.")
 
-    with st.expander("Excluded clips and videos"):  # left out of every queue, training run and export
-        excluded = store.exclusions(project)
-        if excluded:
-            st.dataframe(pd.DataFrame(excluded)[["clip_id", "video_id", "reason", "annotator", "created_at"]],
-                         hide_index=True, width="stretch")
-            names = {f"{'clip' if x['clip_id'] else 'video'} {x['clip_id'] or x['video_id']}": x for x in excluded}
-            back = st.selectbox("Restore", list(names), key="dataset_restore_pick")
-            why = st.text_input("Reason", key="dataset_restore_reason", max_chars=500)
-            if st.button("Restore", key="dataset_restore"):
-                x = names[back]
-                store.set_excluded(project, ui.actor(), False, why, clip_id=x["clip_id"], video_id=x["video_id"])
-                st.rerun()
-        else:
-            st.caption("Nothing excluded. Clips and videos are excluded, with a reason, on the Label page.")
+        with st.expander("Excluded clips and videos"):  # left out of every queue, training run and export
+            excluded = store.exclusions(project)
+            if excluded:
+                st.dataframe(pd.DataFrame(excluded)[["clip_id", "video_id", "reason", "annotator", "created_at"]],
+                             hide_index=True, width="stretch")
+                names = {f"{'clip' if x['clip_id'] else 'video'} {x['clip_id'] or x['video_id']}": x for x in excluded}
+                back = st.selectbox("Restore", list(names), key="dataset_restore_pick")
+                why = st.text_input("Reason", key="dataset_restore_reason", max_chars=500)
+                if st.button("Restore", key="dataset_restore"):
+                    x = names[back]
+                    store.set_excluded(project, ui.actor(), False, why, clip_id=x["clip_id"], video_id=x["video_id"])
+                    st.rerun()
+            else:
+                st.caption("Nothing excluded. Clips and videos are excluded, with a reason, on the Label page.")
 
 # ------------------------------------------------------------------ videos
 REASON_COLOURS = {timeline.KEPT: "#2e7d32", timeline.RESTORED: "#66bb6a", "no person": "#9e9e9e",
@@ -153,96 +168,99 @@ def timeline_figure(parts: list[dict], fps: float) -> go.Figure:
 
 
 with videos_tab:
-    videos = store.list_videos(project)
-    if not videos:
-        st.caption("No videos ingested yet.")
-    else:
-        if "dataset_videos_done" in st.session_state:  # said after the rerun that refreshed the tables
-            st.success(st.session_state.pop("dataset_videos_done"))
-        trim = store.trim_summary(project)
-        m1, m2, m3 = st.columns(3)
-        m1.metric("Trimmed share of all footage", f"{trim['current']:.1%}",
-                  help="frames not in the dataset, after the coaches' restores and removals")
-        m2.metric("Removed by the automatic trim", f"{trim['automatic']:.1%}")
-        m3.metric("Videos with an athlete", f"{sum(bool(v['athlete']) for v in videos)} of {len(videos)}")
-        st.caption("For comparison: a published study of 270 YouTube coaching videos removed about 15 % of "
-                   "non-movement content.")
-        table = pd.DataFrame(videos)
-        table["trimmed"] = table.id.map(lambda v: trim["per_video"][v]["current"])
-        # Every text column comes from the source or a coach: shown by st.dataframe as plain text, no links.
-        st.dataframe(
-            table[["title", "athlete", "exercise", "uploader", "channel", "channel_id", "upload_date", "duration",
-                   "license", "webpage_url", "source", "source_key", "frames", "fps", "width", "height",
-                   "person_share", "trimmed", "clips", "id"]],
-            hide_index=True, width="stretch",
-            column_config={
-                "person_share": st.column_config.ProgressColumn("person", format="percent", min_value=0, max_value=1),
-                "trimmed": st.column_config.ProgressColumn("trimmed", format="percent", min_value=0, max_value=1),
-                "duration": st.column_config.NumberColumn("duration (s)", format="%.1f"),
-                "source_key": st.column_config.TextColumn("source key", help="a link's canonical form, or a file's "
-                                                                             "sha256"),
-            },
-        )
-        video_names = {v["id"]: f"{v['title'] or v['id']} · {v['id']}" for v in videos}
+    if videos_tab.open:
+        videos = store.list_videos(project)
+        if not videos:
+            st.caption("No videos ingested yet.")
+        else:
+            if "dataset_videos_done" in st.session_state:  # said after the rerun that refreshed the tables
+                st.success(st.session_state.pop("dataset_videos_done"))
+            trim = store.trim_summary(project)
+            m1, m2, m3 = st.columns(3)
+            m1.metric("Trimmed share of all footage", f"{trim['current']:.1%}",
+                      help="frames not in the dataset, after the coaches' restores and removals")
+            m2.metric("Removed by the automatic trim", f"{trim['automatic']:.1%}")
+            m3.metric("Videos with an athlete", f"{sum(bool(v['athlete']) for v in videos)} of {len(videos)}")
+            st.caption("For comparison: a published study of 270 YouTube coaching videos removed about 15 % of "
+                       "non-movement content.")
+            table = pd.DataFrame(videos)
+            table["trimmed"] = table.id.map(lambda v: trim["per_video"][v]["current"])
+            # Every text column comes from the source or a coach: shown by st.dataframe as plain text, no links.
+            st.dataframe(
+                table[["title", "athlete", "exercise", "uploader", "channel", "channel_id", "upload_date", "duration",
+                       "license", "webpage_url", "source", "source_key", "frames", "fps", "width", "height",
+                       "person_share", "trimmed", "clips", "id"]],
+                hide_index=True, width="stretch",
+                column_config={
+                    "person_share": st.column_config.ProgressColumn("person", format="percent", min_value=0,
+                                                                    max_value=1),
+                    "trimmed": st.column_config.ProgressColumn("trimmed", format="percent", min_value=0, max_value=1),
+                    "duration": st.column_config.NumberColumn("duration (s)", format="%.1f"),
+                    "source_key": st.column_config.TextColumn("source key", help="a link's canonical form, or a file's "
+                                                                                 "sha256"),
+                },
+            )
+            video_names = {v["id"]: f"{v['title'] or v['id']} · {v['id']}" for v in videos}
 
-        st.subheader("Athletes")
-        st.caption("Grouped evaluation by athlete (Train page) keeps each athlete's videos on one side.")
-        with st.form("dataset_athlete_form", clear_on_submit=True):
-            chosen_videos = st.multiselect("Videos", list(video_names), format_func=video_names.get,
-                                           key="dataset_athlete_videos")
-            athlete = st.text_input("Athlete (leave empty for unknown)", key="dataset_athlete_name", max_chars=80)
-            if st.form_submit_button("Set the athlete of these videos", disabled=not ui.can("coach")):
-                ui.require("coach")
-                try:
-                    changed = store.set_athlete(project, chosen_videos, athlete, ui.actor())
-                    st.session_state["dataset_videos_done"] = f"{changed} video(s) changed."
-                    st.rerun()
-                except store.StoreError as exc:
-                    st.error(ui.md(exc))
-        edits = [e for e in store.video_events(project) if e["undoes"] is None and not e["undone"]]
-        undo_picker("Athlete changes", "Undo this change", edits, "dataset_athlete_undo", "coach",
-                    lambda e: f"{e['created_at'][:19]} · {video_names.get(e['video_id'])}: "
-                              f"{e['previous'] or '(unknown)'} → {e['value'] or '(unknown)'}",
-                    store.undo_video_event)
+            st.subheader("Athletes")
+            st.caption("Grouped evaluation by athlete (Train page) keeps each athlete's videos on one side.")
+            with st.form("dataset_athlete_form", clear_on_submit=True):
+                chosen_videos = st.multiselect("Videos", list(video_names), format_func=video_names.get,
+                                               key="dataset_athlete_videos")
+                athlete = st.text_input("Athlete (leave empty for unknown)", key="dataset_athlete_name", max_chars=80)
+                if st.form_submit_button("Set the athlete of these videos", disabled=not ui.can("coach")):
+                    ui.require("coach")
+                    try:
+                        changed = store.set_athlete(project, chosen_videos, athlete, ui.actor())
+                        st.session_state["dataset_videos_done"] = f"{changed} video(s) changed."
+                        st.rerun()
+                    except store.StoreError as exc:
+                        st.error(ui.md(exc))
+            edits = [e for e in store.video_events(project) if e["undoes"] is None and not e["undone"]]
+            undo_picker("Athlete changes", "Undo this change", edits, "dataset_athlete_undo", "coach",
+                        lambda e: f"{e['created_at'][:19]} · {video_names.get(e['video_id'])}: "
+                                  f"{e['previous'] or '(unknown)'} → {e['value'] or '(unknown)'}",
+                        store.undo_video_event)
 
-        st.subheader("Timeline: kept clips and removed spans")
-        video_id = st.selectbox("Video", list(video_names), format_func=video_names.get,
-                                key="dataset_timeline_video")
-        video = next(v for v in videos if v["id"] == video_id)
-        parts = timeline.video_timeline(project, video_id)
-        if parts:
-            st.plotly_chart(timeline_figure(parts, video["fps"]), width="stretch", key="dataset_timeline_plot")
-        spans = [p for p in parts if p["kind"] == "removed" and p["reason"] != timeline.REMOVED_BY_COACH]
-        fps = video["fps"]
-        r1, r2 = st.columns(2)
-        with r1:
-            if spans:
-                span = st.selectbox(
-                    "A removed span", range(len(spans)), key="dataset_restore_span",
-                    format_func=lambda i: f"{spans[i]['start_frame'] / fps:.1f}-{spans[i]['end_frame'] / fps:.1f} s "
-                                          f"· {spans[i]['reason']}")
-                if st.button("Restore it as clips", key="dataset_restore", disabled=not ui.can("lead")):
+            st.subheader("Timeline: kept clips and removed spans")
+            video_id = st.selectbox("Video", list(video_names), format_func=video_names.get,
+                                    key="dataset_timeline_video")
+            video = next(v for v in videos if v["id"] == video_id)
+            parts = timeline.video_timeline(project, video_id)
+            if parts:
+                st.plotly_chart(timeline_figure(parts, video["fps"]), width="stretch", key="dataset_timeline_plot")
+            spans = [p for p in parts if p["kind"] == "removed" and p["reason"] != timeline.REMOVED_BY_COACH]
+            fps = video["fps"]
+            r1, r2 = st.columns(2)
+            with r1:
+                if spans:
+                    span = st.selectbox(
+                        "A removed span", range(len(spans)), key="dataset_restore_span",
+                        format_func=lambda i: f"{spans[i]['start_frame'] / fps:.1f}-"
+                                              f"{spans[i]['end_frame'] / fps:.1f} s · {spans[i]['reason']}")
+                    if st.button("Restore it as clips", key="dataset_restore", disabled=not ui.can("lead")):
+                        ui.require("lead")
+                        made = timeline.restore_span(project, video_id, spans[span]["start_frame"],
+                                                     spans[span]["end_frame"], ui.actor())
+                        st.session_state["dataset_videos_done"] = f"{len(made['clips'])} clip(s) made from the span."
+                        st.rerun()
+                else:
+                    st.caption("Nothing of this video was removed.")
+            with r2:
+                seconds = video["frames"] / fps
+                lo, hi = st.slider("A part to remove (seconds)", 0.0, seconds, (0.0, min(seconds, 1.0)), 0.1,
+                                   key="dataset_remove_range")
+                if st.button("Remove this part from the dataset", key="dataset_remove", disabled=not ui.can("lead")):
                     ui.require("lead")
-                    made = timeline.restore_span(project, video_id, spans[span]["start_frame"],
-                                                 spans[span]["end_frame"], ui.actor())
-                    st.session_state["dataset_videos_done"] = f"{len(made['clips'])} clip(s) made from the span."
+                    gone = timeline.remove_span(project, video_id, int(round(lo * fps)), int(round(hi * fps)),
+                                                ui.actor())
+                    st.session_state["dataset_videos_done"] = f"{len(gone['clips'])} clip(s) excluded."
                     st.rerun()
-            else:
-                st.caption("Nothing of this video was removed.")
-        with r2:
-            seconds = video["frames"] / fps
-            lo, hi = st.slider("A part to remove (seconds)", 0.0, seconds, (0.0, min(seconds, 1.0)), 0.1,
-                               key="dataset_remove_range")
-            if st.button("Remove this part from the dataset", key="dataset_remove", disabled=not ui.can("lead")):
-                ui.require("lead")
-                gone = timeline.remove_span(project, video_id, int(round(lo * fps)), int(round(hi * fps)), ui.actor())
-                st.session_state["dataset_videos_done"] = f"{len(gone['clips'])} clip(s) excluded."
-                st.rerun()
-        changes = [e for e in store.trim_events(project, video_id) if e["action"] != "undo" and not e["undone"]]
-        undo_picker("Trim changes", "Undo this trim change", changes, "dataset_trim_undo", "lead",
-                    lambda e: f"{e['action']} {e['start_frame'] / fps:.1f}-{e['end_frame'] / fps:.1f} s "
-                              f"by {e['annotator']} ({len(e['clips'])} clips)",
-                    store.undo_trim_event)
+            changes = [e for e in store.trim_events(project, video_id) if e["action"] != "undo" and not e["undone"]]
+            undo_picker("Trim changes", "Undo this trim change", changes, "dataset_trim_undo", "lead",
+                        lambda e: f"{e['action']} {e['start_frame'] / fps:.1f}-{e['end_frame'] / fps:.1f} s "
+                                  f"by {e['annotator']} ({len(e['clips'])} clips)",
+                        store.undo_trim_event)
 
 # ------------------------------------------------------------------ agreement
 
@@ -260,30 +278,32 @@ def agreement_figures(version: tuple[int, int], _project=project) -> pd.DataFram
 
 
 with agree_tab:
-    current_labels = store.current_label_count(project)
-    if current_labels <= AGREEMENT_AT_ONCE or st.toggle(
-            f"Compute the agreement over all {current_labels} current labels (seconds)", key="dataset_agreement_on"):
-        table = agreement_figures(store.data_version(project))
-    else:
-        table = None
-    if table is None:
-        st.caption("Kappas per exercise and criterion are computed on request at this size.")
-    elif table.empty or table.n_items.max() == 0:
-        st.info("Agreement needs clips judged by at least two coaches.")
-    else:
-        st.caption("Cohen's kappa for two coaches, Fleiss' kappa for more; criteria use pass/fail.")
-        st.dataframe(table, hide_index=True, width="stretch",
-                     column_config={"percent_agreement": st.column_config.NumberColumn(format="%.2f"),
-                                    "kappa": st.column_config.NumberColumn(format="%.2f")})
-    disputed, waiting = store.open_disagreement_labels(project, limit=OPEN_CASES_SHOWN)  # ranked in SQL
-    open_cases = agreement.disagreements(disputed)
-    st.metric("Clips waiting for a lead coach", waiting)
-    if open_cases:
-        st.dataframe(pd.DataFrame([{"clip_id": d["clip_id"], "split": d["split"],
-                                    "votes": ", ".join(f"{k}: {v}" for k, v in d["votes"].items())}
-                                   for d in open_cases]), hide_index=True, width="stretch")
-        st.caption(("" if waiting == len(open_cases) else f"The {len(open_cases)} most split of {waiting}. ")
-                   + "A lead coach settles these on the Label page (queue: Settle disagreements).")
+    if agree_tab.open:
+        current_labels = store.current_label_count(project)
+        if current_labels <= AGREEMENT_AT_ONCE or st.toggle(
+                f"Compute the agreement over all {current_labels} current labels (seconds)",
+                key="dataset_agreement_on"):
+            table = agreement_figures(store.data_version(project))
+        else:
+            table = None
+        if table is None:
+            st.caption("Kappas per exercise and criterion are computed on request at this size.")
+        elif table.empty or table.n_items.max() == 0:
+            st.info("Agreement needs clips judged by at least two coaches.")
+        else:
+            st.caption("Cohen's kappa for two coaches, Fleiss' kappa for more; criteria use pass/fail.")
+            st.dataframe(table, hide_index=True, width="stretch",
+                         column_config={"percent_agreement": st.column_config.NumberColumn(format="%.2f"),
+                                        "kappa": st.column_config.NumberColumn(format="%.2f")})
+        disputed, waiting = store.open_disagreement_labels(project, limit=OPEN_CASES_SHOWN)  # ranked in SQL
+        open_cases = agreement.disagreements(disputed)
+        st.metric("Clips waiting for a lead coach", waiting)
+        if open_cases:
+            st.dataframe(pd.DataFrame([{"clip_id": d["clip_id"], "split": d["split"],
+                                        "votes": ", ".join(f"{k}: {v}" for k, v in d["votes"].items())}
+                                       for d in open_cases]), hide_index=True, width="stretch")
+            st.caption(("" if waiting == len(open_cases) else f"The {len(open_cases)} most split of {waiting}. ")
+                       + "A lead coach settles these on the Label page (queue: Settle disagreements).")
 
 
 # ------------------------------------------------------------------ coaches and the model (assisted labelling)
@@ -305,39 +325,41 @@ def _figure(value: float | None, n: int, enough: bool, fmt: str) -> str:
 
 
 with agree_tab:
-    st.subheader("Coaches and the model")
-    coaches_model = assist_figures(store.data_version(project))
-    groups = coaches_model["groups"]
-    if not any(g["verdicts"] for g in groups):
-        st.caption("No verdict yet for which the Label page recorded whether the model's opinion was shown.")
-    else:
-        st.caption("Agreement: the share of verdicts equal to the model's verdict recorded with them. Seconds: the "
-                   "median time per verdict. \"shown\": the coach saw the model's opinion before deciding (mode on); "
-                   "\"not shown\": off, decide first, or no model to ask.")
-        st.dataframe(pd.DataFrame([{
-            "coach": g["coach"], "model's opinion": "shown" if g["shown"] else "not shown", "verdicts": g["verdicts"],
-            "agreement": _figure(g["agreement"], g["with_prediction"], g["enough_agreement"], "{:.0%}"),
-            "median seconds": _figure(g["median_seconds"], g["timed"], g["enough_seconds"], "{:.1f} s"),
-        } for g in groups]), hide_index=True, width="stretch")
-        gap = coaches_model["gap"]
-        if gap["agreement"] is not None:
-            st.text(f"Over all coaches, agreement with the model is {gap['agreement']:+.0%} with its opinion shown "
-                    "than without (a large gap suggests coaches anchor on it).")
+    if agree_tab.open:
+        st.subheader("Coaches and the model")
+        coaches_model = assist_figures(store.data_version(project))
+        groups = coaches_model["groups"]
+        if not any(g["verdicts"] for g in groups):
+            st.caption("No verdict yet for which the Label page recorded whether the model's opinion was shown.")
         else:
-            st.text(f"Too few verdicts to compare agreement with the opinion shown and not shown: each needs at "
-                    f"least {assist.MIN_GROUP} verdicts with a recorded opinion.")
-        if gap["median_seconds"] is not None:
-            st.text(f"A verdict takes {gap['median_seconds']:+.1f} s (median) with the opinion shown than without.")
-        plotted = [g for g in groups if g["enough_agreement"]]
-        if plotted:
-            st.plotly_chart(px.bar(pd.DataFrame([{"coach": g["coach"], "agreement": g["agreement"],
-                                                  "opinion": "shown" if g["shown"] else "not shown"}
-                                                 for g in plotted]),
-                                   x="coach", y="agreement", color="opinion", barmode="group", height=300,
-                                   range_y=[0, 1]), width="stretch", key="dataset_assist_agreement")
-    if coaches_model["unrecorded"]:
-        st.caption(f"{coaches_model['unrecorded']} verdicts made before the Label page recorded the model's opinion "
-                   "are left out.")
+            st.caption("Agreement: the share of verdicts equal to the model's verdict recorded with them. Seconds: the "
+                       "median time per verdict. \"shown\": the coach saw the model's opinion before deciding "
+                       "(mode on); \"not shown\": off, decide first, or no model to ask.")
+            st.dataframe(pd.DataFrame([{
+                "coach": g["coach"], "model's opinion": "shown" if g["shown"] else "not shown",
+                "verdicts": g["verdicts"],
+                "agreement": _figure(g["agreement"], g["with_prediction"], g["enough_agreement"], "{:.0%}"),
+                "median seconds": _figure(g["median_seconds"], g["timed"], g["enough_seconds"], "{:.1f} s"),
+            } for g in groups]), hide_index=True, width="stretch")
+            gap = coaches_model["gap"]
+            if gap["agreement"] is not None:
+                st.text(f"Over all coaches, agreement with the model is {gap['agreement']:+.0%} with its opinion shown "
+                        "than without (a large gap suggests coaches anchor on it).")
+            else:
+                st.text(f"Too few verdicts to compare agreement with the opinion shown and not shown: each needs at "
+                        f"least {assist.MIN_GROUP} verdicts with a recorded opinion.")
+            if gap["median_seconds"] is not None:
+                st.text(f"A verdict takes {gap['median_seconds']:+.1f} s (median) with the opinion shown than without.")
+            plotted = [g for g in groups if g["enough_agreement"]]
+            if plotted:
+                st.plotly_chart(px.bar(pd.DataFrame([{"coach": g["coach"], "agreement": g["agreement"],
+                                                      "opinion": "shown" if g["shown"] else "not shown"}
+                                                     for g in plotted]),
+                                       x="coach", y="agreement", color="opinion", barmode="group", height=300,
+                                       range_y=[0, 1]), width="stretch", key="dataset_assist_agreement")
+        if coaches_model["unrecorded"]:
+            st.caption(f"{coaches_model['unrecorded']} verdicts made before the Label page recorded the model's "
+                       "opinion are left out.")
 
 # ------------------------------------------------------------------ import / export
 with io_tab:
@@ -382,56 +404,58 @@ with io_tab:
 
 # ------------------------------------------------------------------ statistics
 with stats_tab:
-    figures = store.stats(project)
-    s1, s2, s3, s4, s5, s6 = st.columns(6)
-    s1.metric("Videos", figures["videos"])
-    s2.metric("Clips", figures["clips"])
-    s3.metric("Labelled clips", figures["labelled"])
-    s4.metric("Labelled frames", figures["labelled_frames"])
-    share = figures["person_share"]["overall"]
-    s5.metric("Person in frame", "n/a" if share is None else f"{share:.1%}")
-    share = figures["trimmed_share"]["overall"]
-    s6.metric("Trimmed", "n/a" if share is None else f"{share:.1%}")
-    per = pd.DataFrame([{
-        "exercise": name, "videos": e["videos"], "clips": e["clips"], "frames": e["frames"],
-        "labelled": e["labelled"], "labelled frames": e["labelled_frames"],
-        "correct clips": e["per_class"]["correct"]["clips"], "correct frames": e["per_class"]["correct"]["frames"],
-        "incorrect clips": e["per_class"]["incorrect"]["clips"],
-        "incorrect frames": e["per_class"]["incorrect"]["frames"], "seconds": e["seconds"],
-        "complexity (automatic)": e["complexity_auto"], "complexity (coaches)": e["complexity_coach"],
-    } for name, e in figures["exercises"].items()])
-    if per.empty:
-        st.info("No clips yet.")
-    else:
-        st.subheader("Per exercise and class")
-        st.dataframe(per, hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                    for c in ("seconds", "complexity (automatic)", "complexity (coaches)")})
-        c1, c2 = st.columns(2)
-        c1.plotly_chart(px.bar(per.melt("exercise", ["correct clips", "incorrect clips"], "class", "labelled clips"),
-                               x="exercise", y="labelled clips", color="class", barmode="stack", height=320,
-                               color_discrete_map={"correct clips": "#2e7d32", "incorrect clips": "#c62828"}),
-                        width="stretch", key="dataset_stats_classes")
-        c2.plotly_chart(px.bar(per.melt("exercise", ["complexity (automatic)", "complexity (coaches)"], "by",
-                                        "complexity"), x="exercise", y="complexity", color="by", barmode="group",
-                               height=320), width="stretch", key="dataset_stats_complexity")
-        st.subheader("Durations, resolutions and frame rates")
-        d1, d2, d3 = st.columns([2, 1, 1])
-        d1.dataframe(pd.DataFrame({"videos (s)": figures["video_seconds"], "clips (s)": figures["clip_seconds"]}),
-                     width="stretch")
-        d2.dataframe(pd.DataFrame(list(figures["resolutions"].items()), columns=["resolution", "videos"]),
-                     hide_index=True, width="stretch")
-        d3.dataframe(pd.DataFrame(list(figures["fps"].items()), columns=["fps", "videos"]), hide_index=True,
-                     width="stretch")
-        if figures["videos"]:
-            shares = pd.DataFrame({"person": figures["person_share"]["per_video"],
-                                   "trimmed": figures["trimmed_share"]["per_video"]})
-            st.plotly_chart(px.histogram(shares.melt(var_name="share", value_name="of the video's frames"),
-                                         x="of the video's frames", color="share", barmode="overlay", nbins=20,
-                                         height=300), width="stretch", key="dataset_stats_shares")
-        st.subheader("Coaches' seconds per verdict")
-        st.dataframe(pd.DataFrame(figures["seconds_per_verdict"]).T[["n", "mean", "median", "min", "max"]],
-                     width="stretch")
+    if stats_tab.open:
+        figures = store.stats(project)
+        s1, s2, s3, s4, s5, s6 = st.columns(6)
+        s1.metric("Videos", figures["videos"])
+        s2.metric("Clips", figures["clips"])
+        s3.metric("Labelled clips", figures["labelled"])
+        s4.metric("Labelled frames", figures["labelled_frames"])
+        share = figures["person_share"]["overall"]
+        s5.metric("Person in frame", "n/a" if share is None else f"{share:.1%}")
+        share = figures["trimmed_share"]["overall"]
+        s6.metric("Trimmed", "n/a" if share is None else f"{share:.1%}")
+        per = pd.DataFrame([{
+            "exercise": name, "videos": e["videos"], "clips": e["clips"], "frames": e["frames"],
+            "labelled": e["labelled"], "labelled frames": e["labelled_frames"],
+            "correct clips": e["per_class"]["correct"]["clips"], "correct frames": e["per_class"]["correct"]["frames"],
+            "incorrect clips": e["per_class"]["incorrect"]["clips"],
+            "incorrect frames": e["per_class"]["incorrect"]["frames"], "seconds": e["seconds"],
+            "complexity (automatic)": e["complexity_auto"], "complexity (coaches)": e["complexity_coach"],
+        } for name, e in figures["exercises"].items()])
+        if per.empty:
+            st.info("No clips yet.")
+        else:
+            st.subheader("Per exercise and class")
+            st.dataframe(per, hide_index=True, width="stretch",
+                         column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                        for c in ("seconds", "complexity (automatic)", "complexity (coaches)")})
+            c1, c2 = st.columns(2)
+            c1.plotly_chart(px.bar(per.melt("exercise", ["correct clips", "incorrect clips"], "class",
+                                            "labelled clips"), x="exercise", y="labelled clips", color="class",
+                                   barmode="stack", height=320,
+                                   color_discrete_map={"correct clips": "#2e7d32", "incorrect clips": "#c62828"}),
+                            width="stretch", key="dataset_stats_classes")
+            c2.plotly_chart(px.bar(per.melt("exercise", ["complexity (automatic)", "complexity (coaches)"], "by",
+                                            "complexity"), x="exercise", y="complexity", color="by", barmode="group",
+                                   height=320), width="stretch", key="dataset_stats_complexity")
+            st.subheader("Durations, resolutions and frame rates")
+            d1, d2, d3 = st.columns([2, 1, 1])
+            d1.dataframe(pd.DataFrame({"videos (s)": figures["video_seconds"], "clips (s)": figures["clip_seconds"]}),
+                         width="stretch")
+            d2.dataframe(pd.DataFrame(list(figures["resolutions"].items()), columns=["resolution", "videos"]),
+                         hide_index=True, width="stretch")
+            d3.dataframe(pd.DataFrame(list(figures["fps"].items()), columns=["fps", "videos"]), hide_index=True,
+                         width="stretch")
+            if figures["videos"]:
+                shares = pd.DataFrame({"person": figures["person_share"]["per_video"],
+                                       "trimmed": figures["trimmed_share"]["per_video"]})
+                st.plotly_chart(px.histogram(shares.melt(var_name="share", value_name="of the video's frames"),
+                                             x="of the video's frames", color="share", barmode="overlay", nbins=20,
+                                             height=300), width="stretch", key="dataset_stats_shares")
+            st.subheader("Coaches' seconds per verdict")
+            st.dataframe(pd.DataFrame(figures["seconds_per_verdict"]).T[["n", "mean", "median", "min", "max"]],
+                         width="stretch")
 
 # ------------------------------------------------------------------ catalogue
 with catalogue_tab:

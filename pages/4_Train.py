@@ -19,17 +19,18 @@ project = ui.project()
 st.title("Train and evaluate")
 
 # ------------------------------------------------------------------ label counts and settings
-consensus = store.consensus_labels(project)
-trainable = store.dataset_clip_ids(project)  # replaced (split, merged) and excluded clips never train
-labels = [c["label"] for clip_id, c in consensus.items() if c["label"] and clip_id in trainable]
-counts = {lab: labels.count(lab) for lab in ("correct", "incorrect")}
+# Counted in SQL over the dataset's clips (replaced and excluded clips never train): those with a consensus label,
+# i.e. every label state but disputed (a tie) and unlabelled.
+balance = store.label_balance(project)
+labelled = sum(r["clips"] for r in balance if r["label"] not in ("disputed", "unlabelled"))
+counts = {lab: sum(r["clips"] for r in balance if r["label"] == lab) for lab in ("correct", "incorrect")}
 a, b, c = st.columns(3)
-a.metric("Labelled clips", len(labels))
+a.metric("Labelled clips", labelled)
 b.metric("Correct", counts["correct"])
 c.metric("Incorrect", counts["incorrect"])
 problem = None
-if len(labels) < MIN_LABELLED:
-    problem = f"Training needs at least {MIN_LABELLED} labelled clips; this project has {len(labels)}."
+if labelled < MIN_LABELLED:
+    problem = f"Training needs at least {MIN_LABELLED} labelled clips; this project has {labelled}."
 elif min(counts.values()) == 0:
     missing = "incorrect" if counts["incorrect"] == 0 else "correct"
     problem = f"Training needs both classes: no clip is labelled {missing} yet."

@@ -3,7 +3,6 @@ checking again, a retrain button, and what active learning saves on this project
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -96,11 +95,17 @@ if result is not None:
         st.session_state["label_open"] = "Label suggested clips"
         st.switch_page("pages/2_Label.py")
     if result.pool_p is not None and np.isfinite(result.pool_p).any():
-        chosen = {s.clip_id for s in result.items}
-        spread = pd.DataFrame({"p(incorrect) of the unlabelled clips": result.pool_p,
-                               "clips": np.where([c in chosen for c in result.pool_ids], "suggested", "rest")})
-        st.plotly_chart(px.histogram(spread.dropna(), x="p(incorrect) of the unlabelled clips", color="clips",
-                                     nbins=20, range_x=[0, 1], height=260), key="suggest_histogram")
+        # Counted here into 20 bins: the whole pool's values (75,000 at 100,000 clips) sent to plotly cost 0.3 s.
+        picked = {s.clip_id for s in result.items}
+        suggested = np.array([c in picked for c in result.pool_ids], dtype=bool)
+        edges = np.linspace(0.0, 1.0, 21)
+        figure = go.Figure([go.Bar(x=(edges[:-1] + edges[1:]) / 2, width=edges[1] - edges[0], name=name,
+                                   y=np.histogram(result.pool_p[which & np.isfinite(result.pool_p)], edges)[0])
+                            for name, which in (("rest", ~suggested), ("suggested", suggested))])
+        figure.update_layout(barmode="stack", bargap=0, height=260, legend_title_text="clips",
+                             xaxis={"title": "p(incorrect) of the unlabelled clips", "range": [0, 1]},
+                             yaxis={"title": "count"})
+        st.plotly_chart(figure, key="suggest_histogram")
     if latest and result.items:  # the scoring run's view of one suggested clip, computed only once picked
         look = st.selectbox("Model's view of a suggested clip", ["(none)", *[s.clip_id for s in result.items]],
                             key="suggest_explain_clip",
@@ -111,7 +116,7 @@ if result is not None:
 # ------------------------------------------------------------------ label quality
 st.subheader("Labels to check again")
 try:
-    doubts = quality.check_again(project, exercise=exercise)
+    doubts = quality.check_again(project, run_id=chosen.run_id, exercise=exercise)  # the run named above
 except quality.NoOutOfFoldPredictions as exc:
     st.caption(str(exc))
     doubts = None

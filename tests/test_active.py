@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from model.active import (STRATEGIES, EmptyPool, Pool, PoolExhausted, bald, entropy, k_centre, least_confidence,
-                          margin, select)
+from model.active import (STRATEGIES, EmptyPool, Pool, PoolExhausted, Rows, bald, entropy, k_centre,
+                          least_confidence, margin, select)
 
 CENTRES = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [5.0, 20.0]])
 
@@ -253,3 +253,20 @@ def test_a_batch_larger_than_the_cluster_cap_takes_distinct_clips_from_every_clu
     picked = index(batch)
     assert len(picked) == len(set(picked)) == 300
     assert set(which[picked]) == set(range(5))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_pool_of_rows_of_saved_arrays_picks_as_one_holding_them(strategy, tmp_path):
+    rng = np.random.default_rng(8)
+    saved, fresh = rng.normal(size=(300, 6)).astype(np.float32), rng.normal(size=(20, 6))  # e.g. a run's, and new
+    saved[7] = np.nan  # a clip the run could not score
+    np.save(tmp_path / "e.npy", saved)
+    every = np.concatenate([saved, fresh])
+    rows = np.concatenate([[7], rng.permutation(np.delete(np.arange(len(every)), 7))[:249]])  # rows 7 first
+    p, mi = rng.random(250), rng.random(250)
+    held = Pool(ids(250), every[rows], p, mc_mi=mi, labelled_embeddings=every[:40])
+    read = Pool(ids(250), Rows([np.load(tmp_path / "e.npy", mmap_mode="r"), fresh], rows), p, mc_mi=mi,
+                labelled_embeddings=every[:40])
+    assert select(read, 12, strategy, seed=3) == select(held, 12, strategy, seed=3)
+    assert np.isnan(Rows([saved, fresh], rows).take([0])).all()  # take: the rows as saved
+    np.testing.assert_array_equal(Rows([saved, fresh], rows)[[0, 5]], np.nan_to_num(every[rows[[0, 5]]]))

@@ -293,6 +293,7 @@ def test_the_dataset_page_reports_coaches_and_the_model(project):
     store.add_label_event(project, {"clip_id": store.list_clips(project)[-1]["id"], "annotator": "bob",
                                     "verdict": "incorrect", "prediction": OPINION, "prediction_shown": True})
     at = AppTest.from_file(str(ROOT / "pages/3_Dataset.py"), default_timeout=120)
+    at.session_state["dataset_tab"] = "Agreement"  # drawn only while open
     at.run()
     assert not at.exception, at.exception
     assert "Coaches and the model" in [h.value for h in at.subheader]
@@ -306,7 +307,9 @@ def test_the_dataset_page_reports_coaches_and_the_model(project):
     assert rows[(assist.ALL, "shown")]["agreement"] == f"{n / (n + 1):.0%} (of {n + 1})"  # bob's one agrees
     texts = " ".join(t.value for t in at.text)
     assert "agreement with the model is +" in texts and "-2.0 s (median)" in texts
-    # Each label event's history row names the opinion recorded with it.
+    # Each label event's history row names the opinion recorded with it (the Clips tab, the first).
+    at = AppTest.from_file(str(ROOT / "pages/3_Dataset.py"), default_timeout=120)
+    at.run()
     at.selectbox(key="dataset_history_clip").set_value(ids[0]).run()
     history = next(d.value for d in at.dataframe if "model" in d.value.columns)
     assert history.model.iloc[-1] == "incorrect, p 0.75, failed depth; shown"

@@ -1,5 +1,5 @@
 """The Dataset page through AppTest: provenance and athletes on the Videos tab, the trim timeline, the
-Statistics tab and the rubric editor."""
+Statistics tab, the rubric editor, and tabs drawn only while open."""
 
 from __future__ import annotations
 
@@ -29,8 +29,11 @@ def with_videos(project) -> Project:
     return project
 
 
-def open_page() -> AppTest:
+def open_page(tab: str | None = None) -> AppTest:
+    """The page run once with tab `tab` open (as after a click on it; default: the first, Clips)."""
     at = AppTest.from_file(PAGE, default_timeout=120)
+    if tab is not None:
+        at.session_state["dataset_tab"] = tab
     at.run()
     assert not at.exception, at.exception
     return at
@@ -48,7 +51,7 @@ def videos_table(at: AppTest):
 
 
 def test_the_videos_tab_shows_provenance_as_plain_text(with_videos):
-    at = open_page()
+    at = open_page("Videos")
     table = videos_table(at).set_index("id")
     row = table.loc["va"]
     assert (row["title"], row["uploader"], row["channel"], row["channel_id"], row["upload_date"]) == \
@@ -58,7 +61,7 @@ def test_the_videos_tab_shows_provenance_as_plain_text(with_videos):
 
 
 def test_an_athlete_is_set_for_several_videos_at_once_and_undone(with_videos):
-    at = open_page()
+    at = open_page("Videos")
     at.multiselect(key="dataset_athlete_videos").set_value(["va", "vb"])
     at.text_input(key="dataset_athlete_name").set_value("Anna")
     at.button(key="FormSubmitter:dataset_athlete_form-Set the athlete of these videos").click().run()
@@ -76,7 +79,7 @@ def test_the_timeline_shows_removed_spans_and_restores_one_as_clips(ingested_squ
     folder = shutil.copytree(ingested_squat, tmp_path / "project")
     monkeypatch.setenv("FORMCHECK_DATA", str(folder))
     project = Project.open(folder)
-    at = open_page()
+    at = open_page("Videos")
     metric = {m.label: m.value for m in at.metric}
     assert metric["Trimmed share of all footage"] == metric["Removed by the automatic trim"] != "0.0%"
     chart = next(c for c in at.get("plotly_chart") if "still" in c.proto.spec)
@@ -97,7 +100,7 @@ def test_the_statistics_tab_shows_the_tables(project, tmp_path):
             for i in range(4)]
     import_folder(project, write_folder(tmp_path / "ds", rows, {r["clip_id"]: np.zeros((10, 33, 4), np.float32)
                                                                for r in rows}))
-    at = open_page()
+    at = open_page("Statistics")
     metric = {m.label: m.value for m in at.metric}
     assert (metric["Clips"], metric["Labelled clips"], metric["Labelled frames"]) == ("4", "4", "40")
     per = next(d.value for d in at.dataframe if "correct frames" in d.value.columns)
@@ -123,3 +126,26 @@ def test_the_rubric_editor_renames_reorders_and_retires_and_old_labels_keep_thei
     at.selectbox(key="dataset_history_clip").set_value("c0").run()
     history = next(d.value for d in at.dataframe if "rubric" in d.value.columns)
     assert history.criteria.tolist() == ["depth: fail"]  # named as in the rubric the label was made with
+
+
+def test_only_the_open_tab_is_drawn_and_the_clip_filters_outlive_a_visit_to_another_tab(with_videos):
+    store.add_clips(with_videos, [{"id": f"i{i}", "exercise": ("lunge", "squat")[i % 2], "start_frame": 0,
+                                   "end_frame": 30, "fps": 30.0, "method": "imported", "pose_path": f"poses/i{i}.npy"}
+                                  for i in range(4)], [{"clip_id": "i0", "annotator": "ann", "verdict": "correct"}])
+    at = open_page()
+    assert at.multiselect(key="dataset_label") and not any("channel_id" in d.value.columns for d in at.dataframe)
+    assert at.button(key="dataset_zip") and at.selectbox(key="dataset_rubric_exercise")  # cheap tabs: always
+    at.multiselect(key="dataset_label").set_value(["correct"])
+    at.slider(key="dataset_complexity").set_value((0.0, 0.5)).run()
+    at.slider(key="dataset_complexity").set_value((0.0, 1.0)).run()
+    assert list(at.dataframe[0].value.clip_id) == ["i0"]
+    for tab, shown in (("Videos", "channel_id"), ("Statistics", "correct frames")):
+        at.session_state["dataset_tab"] = tab
+        at.run()
+        assert not at.exception, at.exception
+        assert not at.get("multiselect") or not any(m.key == "dataset_label" for m in at.multiselect)
+        assert any(shown in d.value.columns for d in at.dataframe)
+    at.session_state["dataset_tab"] = "Clips"
+    at.run()
+    assert at.multiselect(key="dataset_label").value == ["correct"]
+    assert list(at.dataframe[0].value.clip_id) == ["i0"]

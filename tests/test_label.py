@@ -141,6 +141,90 @@ def test_undo_takes_the_verdict_back_as_a_new_event(sample):
     assert not [r for r in store.current_labels(sample) if r["annotator"] == "kim"]
 
 
+def test_a_labeller_message_reruns_only_its_fragment_and_saves_once_in_order(sample):
+    """As in a browser: the labeller's message reruns the page's labelling fragment alone (not the sidebar, the
+    sign-in, the title), which saves the verdict, refills the clips and moves on; a resent outbox and an undo
+    behind a verdict land once each, in order."""
+    from tests.benchmarks.bench_label import FragmentRuns
+
+    with FragmentRuns() as runs:
+        at = page(LABEL, coach="kim")
+        first = at.session_state["label_clip"]
+        sent = entry(at, "incorrect")
+        at.session_state["label_surface"] = {"sync": {"outbox": [sent], "showing": labeller_data(at)["queue"][1]["id"],
+                                                      "jump": at.session_state["label_jump"]}}
+        runs.run_fragment(at)
+        assert not at.exception and not at.title and not at.sidebar.children  # the fragment's elements only
+        [event] = events_of(sample, "kim")
+        assert labeller_data(at)["acked"] == {sent["rid"]: event["id"]}
+        assert at.session_state["label_clip"] not in (None, first)
+        assert first not in {c["id"] for c in labeller_data(at)["queue"]}
+        undo = {"rid": f"undo-{sent['rid']}", "type": "undo", "undoes": sent["rid"], "clip_id": first}
+        for _ in range(2):  # sent again: nothing more
+            at.session_state["label_surface"] = {"sync": {"outbox": [sent, undo], "showing": first,
+                                                          "jump": at.session_state["label_jump"]}}
+            runs.run_fragment(at)
+            assert not at.exception, at.exception
+        assert [e["kind"] for e in events_of(sample, "kim")] == ["verdict", "undo"]
+        assert at.session_state["label_clip"] == first
+        at.run()  # a full run after fragment runs: the page and its sidebar again, nothing saved twice
+        assert at.title[0].value == "Label clips" and len(events_of(sample, "kim")) == 2
+
+
+def test_a_rubric_change_reaches_the_next_clip_between_labeller_messages(sample):
+    """The page keeps the catalogue for the session, but a criterion a lead adds meanwhile is on the next card."""
+    from tests.benchmarks.bench_label import FragmentRuns
+
+    with FragmentRuns() as runs:
+        at = page(LABEL, coach="kim")
+        exercise = labeller_data(at)["queue"][0]["exercise"]
+        store.add_criterion(sample, exercise, "new_check", "added by a lead while kim labels")
+        at.session_state["label_surface"] = {"sync": {"outbox": [entry(at, "correct")], "showing": None,
+                                                      "jump": at.session_state["label_jump"]}}
+        runs.run_fragment(at)
+        assert not at.exception, at.exception
+        cards = [c for c in labeller_data(at)["queue"] if c["exercise"] == exercise]
+        assert cards and all("new_check" in [c["name"] for c in card["criteria"]] for card in cards)
+
+
+def test_the_models_opinion_comes_with_each_clip_and_follows_a_promotion_not_each_verdict(project, monkeypatch):
+    """The labeller's cards carry the current run's opinion. The run is chosen on the page's full run and again
+    when a run finishes or a lead promotes one, not after every verdict (the choice reads every label)."""
+    from model import assist, choice
+    from model.train import RunConfig, train_run
+    from tests.benchmarks.bench_label import FragmentRuns
+
+    sample_project(project, clips_per_class=4)
+    first = train_run(project, RunConfig(model="baseline", folds=2))["run_id"]
+    chosen = []
+
+    def judged(at: AppTest) -> dict:  # with the opinion the labeller had (labeller.js copies the card's)
+        opinion = labeller_data(at)["queue"][0]["opinion"]
+        return entry(at, "correct", prediction={k: opinion[k] for k in ("run_id", "p_incorrect", "verdict", "failed")},
+                     prediction_shown=False)
+
+    monkeypatch.setattr(assist, "current_run_id", lambda p, pick=assist.current_run_id: chosen.append(1) or pick(p))
+    with FragmentRuns() as runs:
+        at = page(LABEL, coach="kim")
+        assert {c["opinion"]["run_id"] for c in labeller_data(at)["queue"]} == {first}
+        for _ in range(3):
+            at.session_state["label_surface"] = {"sync": {"outbox": [judged(at)], "showing": None,
+                                                          "jump": at.session_state["label_jump"]}}
+            runs.run_fragment(at)
+            assert not at.exception, at.exception
+        assert len(chosen) == 1  # on the full run only
+        second = train_run(project, RunConfig(model="baseline", folds=2, seed=1))["run_id"]
+        choice.promote(project, second, "li")
+        at.session_state["label_surface"] = {"sync": {"outbox": [judged(at)], "showing": None,
+                                                      "jump": at.session_state["label_jump"]}}
+        runs.run_fragment(at)
+        assert {c["opinion"]["run_id"] for c in labeller_data(at)["queue"]} == {second}
+    said = assist.opinions(project, [store.get_clip(project, labeller_data(at)["queue"][0]["id"])], run_id=second)
+    assert labeller_data(at)["queue"][0]["opinion"] == next(iter(said.values()))  # the same numbers
+    recorded = [json.loads(e["prediction"])["run_id"] for e in sorted(events_of(project, "kim"), key=lambda e: e["id"])]
+    assert recorded == [first] * 4  # the last verdict was on a card of the first run, sent before the promotion
+
+
 def test_two_coaches_get_different_clips_and_keep_their_own_verdicts(sample):
     kim, lee = page(LABEL, coach="kim"), page(LABEL, coach="lee")
     assert kim.session_state["label_clip"] != lee.session_state["label_clip"]

@@ -1,5 +1,6 @@
-"""m015's derived label tables (label_current, clip_labels) and what reads them (current_labels, stats) always
-equal a recomputation from the label events, after any sequence of writes (issue 13)."""
+"""m015's derived label tables (label_current, clip_labels), m016's dataset_rows and what reads them
+(current_labels, stats, the Dataset page's aggregates) always equal a recomputation from the label events, the clips
+and the exclusions, after any sequence of writes, whoever writes (issue 13)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,79 @@ def _reference_consensus(current: list[dict], adjudicated: dict[str, dict]) -> d
     return out
 
 
+# m016's dataset_rows recomputed from the clips, clip_labels and the excluded_clips view; and the aggregates as they
+# were computed before m016 (over clips or clip_queue, clip_labels and the view): the references of the faster ones.
+_DATASET_ROWS_SQL = (f"SELECT c.id, CASE WHEN c.active THEN 1 ELSE 0 END, c.id IN (SELECT clip_id FROM excluded_clips), "
+                     f"c.exercise, {store._STATE_SQL}, CASE WHEN l.correct + l.incorrect > 0 OR l.adjudicated THEN 1 "
+                     "ELSE 0 END, c.end_frame - c.start_frame, (c.end_frame - c.start_frame) / c.fps, c.complexity "
+                     "FROM clips c LEFT JOIN clip_labels l ON l.clip_id = c.id ORDER BY c.id")
+_OLD_KEPT = "q.active = 1 AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips)"
+_OLD_COUNTS_SQL = ("SELECT q.exercise, count(*), coalesce(sum(l.correct + l.incorrect > 0 OR l.adjudicated), 0) "
+                   f"FROM clip_queue q LEFT JOIN clip_labels l ON l.clip_id = q.clip_id WHERE {_OLD_KEPT} "
+                   "GROUP BY q.exercise")
+_OLD_EXCLUDED_SQL = "SELECT count(*) FROM clips WHERE active AND id IN (SELECT clip_id FROM excluded_clips)"
+_OLD_BALANCE_SQL = (f"SELECT q.exercise, {store._STATE_SQL} AS label, count(*) AS clips FROM clip_queue q "
+                    f"LEFT JOIN clip_labels l ON l.clip_id = q.clip_id WHERE {_OLD_KEPT} GROUP BY 1, 2 ORDER BY 1, 2")
+_OLD_EXERCISES_SQL = ("SELECT name FROM exercises e WHERE EXISTS (SELECT 1 FROM clip_queue q WHERE q.exercise = e.name "
+                      f"AND {_OLD_KEPT}) ORDER BY name")
+_OLD_GROUPS_SQL = ("SELECT c.exercise, l.label, count(*), sum(c.end_frame - c.start_frame), "
+                   "sum((c.end_frame - c.start_frame) / c.fps), sum(c.complexity), count(c.complexity) "
+                   "FROM clips c LEFT JOIN clip_labels l ON l.clip_id = c.id "
+                   "WHERE c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips) GROUP BY 1, 2")
+_OLD_SECONDS_SQL = ("SELECT (c.end_frame - c.start_frame) / c.fps FROM clips c "
+                    "WHERE c.active AND c.id NOT IN (SELECT clip_id FROM excluded_clips)")
+
+
+def _dataset_rows(conn) -> tuple[list[tuple], list[tuple]]:
+    """dataset_rows as kept by the triggers, and recomputed."""
+    return (conn.execute("SELECT * FROM dataset_rows ORDER BY clip_id").fetchall(),
+            conn.execute(_DATASET_ROWS_SQL).fetchall())
+
+
+def assert_dataset_aggregates_agree(project: Project) -> None:
+    """dataset_rows equals its recomputation, and every aggregate read from it equals its definition before m016."""
+    with store.connect(project) as db:
+        kept, recomputed = _dataset_rows(db.conn)
+        assert kept == recomputed
+        per = {e: {"clips": n, "labelled": k} for e, n, k in db.conn.execute(_OLD_COUNTS_SQL)}
+        excluded = db.conn.execute(_OLD_EXCLUDED_SQL).fetchone()[0]
+        balance = store._rows(db.conn, _OLD_BALANCE_SQL)
+        exercises = [r[0] for r in db.conn.execute(_OLD_EXERCISES_SQL)]
+        groups = db.conn.execute(_OLD_GROUPS_SQL).fetchall()
+        seconds = [r[0] for r in db.conn.execute(_OLD_SECONDS_SQL)]
+    counts = store.project_counts.__wrapped__(project)
+    assert counts["per_exercise"] == dict(sorted(per.items())) and counts["excluded"] == excluded
+    assert (counts["clips"], counts["labelled"]) == (sum(e["clips"] for e in per.values()),
+                                                     sum(e["labelled"] for e in per.values()))
+    assert store.label_balance(project) == balance
+    assert store.dataset_exercises(project) == exercises
+    assert store.clip_table(project, limit=0)[1] == counts["clips"]
+    # The Train page's counts (label_balance's) are those of consensus_labels over dataset_clip_ids, as it read them.
+    consensus, trainable = store.consensus_labels.__wrapped__(project), store.dataset_clip_ids(project)
+    labels = [c["label"] for clip_id, c in consensus.items() if c["label"] and clip_id in trainable]
+    assert sum(r["clips"] for r in balance if r["label"] not in ("disputed", "unlabelled")) == len(labels)
+    for lab in store.LABELS:
+        assert sum(r["clips"] for r in balance if r["label"] == lab) == labels.count(lab)
+    figures = store.dataset_statistics(project)
+    for exercise, e in figures["exercises"].items():
+        mine = [g for g in groups if g[0] == exercise]
+        assert (e["clips"], e["frames"]) == (sum(g[2] for g in mine), sum(g[3] for g in mine))
+        assert e["seconds"] == pytest.approx(sum(g[4] for g in mine))
+        for lab in store.LABELS:
+            assert e["per_class"][lab] == {"clips": sum(g[2] for g in mine if g[1] == lab),
+                                           "frames": sum(g[3] for g in mine if g[1] == lab)}
+        rated = sum(g[6] for g in mine)
+        assert e["complexity_auto"] == (pytest.approx(sum(g[5] or 0.0 for g in mine) / rated) if rated else None)
+    assert set(figures["exercises"]) == {g[0] for g in groups} | {v["exercise"] or "unknown"
+                                                                    for v in store.list_videos(project)}
+    old = store._summary(seconds)
+    new = figures["clip_seconds"]
+    assert {k: new[k] for k in ("n", "median", "min", "max")} == {k: old[k] for k in ("n", "median", "min", "max")}
+    assert (new["total"], new["mean"]) == (pytest.approx(old["total"]), pytest.approx(old["mean"]))
+
+
 def assert_derived_tables_agree(project: Project) -> None:
+    assert_dataset_aggregates_agree(project)
     with store.connect(project) as db:
         ids, rows = _reference(db.conn)
         assert db.conn.execute("SELECT * FROM label_current ORDER BY event_id").fetchall() == ids
@@ -113,7 +186,9 @@ def _random_write(project: Project, rng: random.Random, step: int) -> None:
     clip = rng.choice(clips)
     coach = rng.choice(("ann", "bob", "kim", "lead"))
     kind = rng.choice(("verdict",) * 6 + ("undo", "undo", "adjudication", "bounds", "exercise", "exclude", "include",
-                                           "split", "merge", "undo_edit", "import", "old_event", "raw_bounds"))
+                                           "split", "merge", "undo_edit", "import", "old_event", "raw_bounds",
+                                           "exclude_video", "include_video", "raw_clip", "raw_exclusion",
+                                           "raw_delete"))
     if kind == "verdict":
         store.add_label_event(project, {"clip_id": clip["id"], "annotator": coach,
                                         "verdict": rng.choice(store.VERDICTS),
@@ -142,6 +217,29 @@ def _random_write(project: Project, rng: random.Random, step: int) -> None:
         store.change_exercise(project, rng.choice(("squat", "lunge")), "lead", clip_id=clip["id"])
     elif kind in ("exclude", "include"):
         store.set_excluded(project, "lead", kind == "exclude", "test", clip_id=clip["id"])
+    elif kind in ("exclude_video", "include_video"):
+        store.set_excluded(project, "lead", kind == "exclude_video", "test", video_id="v1")
+    elif kind == "raw_clip":  # another writer changing what the Dataset page counts, without an edit
+        change = rng.choice(("active = 1 - active", "complexity = random() % 100 / 100.0", "fps = 25.0",
+                             "fps = 30.0", "complexity = NULL"))
+        with store.connect(project) as db, store.transaction(db) as conn:
+            conn.execute(f"UPDATE clips SET {change} WHERE id = ?", (clip["id"],))
+    elif kind == "raw_exclusion":  # an exclusion event taken back or turned round by hand
+        with store.connect(project) as db, store.transaction(db) as conn:
+            events = [r[0] for r in conn.execute("SELECT id FROM exclusions ORDER BY id")]
+            if events:
+                conn.execute(rng.choice(("DELETE FROM exclusions WHERE id = ?", "UPDATE exclusions SET action = CASE "
+                                         "action WHEN 'exclude' THEN 'restore' ELSE 'exclude' END WHERE id = ?")),
+                             (rng.choice(events),))
+    elif kind == "raw_delete":  # a clip nothing refers to, deleted by hand
+        with store.connect(project) as db, store.transaction(db) as conn:
+            free = [r[0] for r in conn.execute(
+                "SELECT id FROM clips WHERE id NOT IN (SELECT clip_id FROM label_events) AND id NOT IN (SELECT "
+                "clip_id FROM clip_edits) AND id NOT IN (SELECT clip_id FROM clip_parents) AND id NOT IN (SELECT "
+                "parent_id FROM clip_parents) AND id NOT IN (SELECT clip_id FROM exclusions WHERE clip_id IS NOT "
+                "NULL) AND id NOT IN (SELECT clip_id FROM claims) ORDER BY id")]
+            if free:
+                conn.execute("DELETE FROM clips WHERE id = ?", (rng.choice(free),))
     elif kind == "split" and clip["end_frame"] - clip["start_frame"] > 1:
         store.split_clip(project, clip["id"], (clip["start_frame"] + clip["end_frame"]) // 2, "lead")
     elif kind == "merge" and clip["video_id"]:
@@ -183,6 +281,27 @@ def test_the_derived_label_tables_equal_a_recomputation_after_random_writes(proj
         kinds = {r[0] for r in db.conn.execute("SELECT kind FROM label_events")}
         assert {"verdict", "undo"} <= kinds
         assert db.conn.execute("SELECT count(*) FROM clip_labels WHERE correct + incorrect > 0").fetchone()[0] > 3
+
+
+def test_each_trigger_of_dataset_rows_is_needed_a_random_walk_finds_the_write_it_keeps_right(tmp_path):
+    with store.connect(Project.open(tmp_path / "names")) as db:
+        names = [r[0] for r in db.conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                                               "AND name LIKE 'dataset_rows_%' ORDER BY name")]
+    assert len(names) == 6
+    for name in names:
+        project = Project.open(tmp_path / name)
+        add_video_and_imports(project, repetitions=8, imported=4)
+        with store.connect(project) as db:
+            db.conn.execute(f"DROP TRIGGER {name}")
+        rng = random.Random(0)
+        for step in range(400):
+            _random_write(project, rng, step)
+            with store.connect(project) as db:
+                kept, recomputed = _dataset_rows(db.conn)
+            if kept != recomputed:
+                break
+        else:
+            pytest.fail(f"no write of the walk needed {name}")
 
 
 def test_an_undo_takes_a_label_out_of_the_counts_and_a_second_verdict_replaces_the_first(project):
@@ -259,7 +378,7 @@ def test_the_paged_clip_table_equals_the_whole_overview_filtered(project):
 
 
 def test_a_cold_start_scores_a_sample_of_a_large_pool_and_counts_all_of_it(tmp_path, monkeypatch):
-    from model import features, suggest
+    from model import suggest
     from tests.benchmarks.bench_scale import build_project
 
     project = build_project(tmp_path / "p", 400)
@@ -267,12 +386,12 @@ def test_a_cold_start_scores_a_sample_of_a_large_pool_and_counts_all_of_it(tmp_p
     monkeypatch.setattr(suggest, "COLD_SAMPLE", 40)
     monkeypatch.setattr(suggest, "COLD_LABELLED", 20)
     read = []
-    real = features.load_clipset
-    monkeypatch.setattr(suggest, "load_clipset", lambda *a, **k: read.append(k.get("only")) or real(*a, **k))
+    real = suggest.clip_landmarks
+    monkeypatch.setattr(suggest, "clip_landmarks", lambda p, clip, *a: read.append(clip["id"]) or real(p, clip, *a))
     first = suggest.suggest(project, k=5)
     assert first.pool == len(unlabelled) > 200 and first.run_id is None
     assert len(first.pool_ids) == 40 and set(first.pool_ids) <= unlabelled
     assert suggest.suggest(project, k=5).items == first.items  # the same sample, the same batch
-    assert len(read[0]) == 40 + 20  # the poses of the sample alone were read
+    assert len(read) == 40 + 20  # the poses of the sample alone were read, once (the second batch reused them)
     assert {s.clip_id for s in first.items} <= set(first.pool_ids) and len(first.items) == 5
     assert any("sample of 40" in note for note in first.notes)

@@ -120,3 +120,72 @@ def test_cli_suggest_writes_each_clip_with_score_and_reason(sample, tmp_path):
         assert item["clip_id"] in done.stdout  # the human summary names each clip
     bad = run_cli("suggest", "--data", str(sample.root), "--strategy", "psychic")
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def posed_project(data_dir) -> Project:
+    """add_video_and_imports' project (a video cut into 4 clips, 6 imported clips, i0 labelled) with random
+    poses written for the video's track and each imported array."""
+    from curation.pose import PoseTrack, save_track
+    from tests.conftest import add_video_and_imports
+
+    project = Project.open(data_dir)
+    add_video_and_imports(project, repetitions=4, imported=6)
+    rng = np.random.default_rng(5)
+    track = rng.random((200, 33, 4)).astype(np.float32)
+    save_track(PoseTrack(track, np.arange(200) / 30.0, np.ones(200, bool), np.zeros(200, np.float32), 30.0, 640, 480),
+               project.path("poses/v1.npz"))
+    for i in range(6):
+        np.save(project.path(f"poses/i{i}.npy"), rng.random((30, 33, 4)).astype(np.float32))
+    return project
+
+
+def test_pose_statistics_are_those_of_the_clips_features(data_dir):
+    from model.features import clip_statistics, load_clipset
+    from model.suggest import pose_statistics
+
+    project = posed_project(data_dir)
+    ids = store.clip_ids(project)
+    every = load_clipset(project, labelled_only=False)
+    expected = {cid: clip_statistics(every.features(i)) for i, cid in enumerate(every.clip_ids)}
+    got = pose_statistics(project, [*ids, "no-such-clip"])
+    assert list(got) == every.clip_ids  # in list_clips' order, the unknown id left out
+    for cid in ids:
+        np.testing.assert_array_equal(got[cid], expected[cid])
+
+
+def test_a_cold_start_reads_each_clip_once_until_its_pose_or_bounds_change(data_dir, monkeypatch):
+    from model import suggest as module
+
+    project = posed_project(data_dir)
+    read = []
+    real = module.clip_landmarks
+    monkeypatch.setattr(module, "clip_landmarks", lambda p, clip, *a: read.append(clip["id"]) or real(p, clip, *a))
+    first = suggest(project, k=4)
+    assert sorted(read) == sorted(store.clip_ids(project))  # pool and labelled clips: all of them here
+    store.set_complexity(project, {"i1": {"complexity": 0.5}})  # a write that changes no pose
+    read.clear()
+    assert suggest(project, k=4).items == first.items and read == []
+    store.set_bounds(project, "v1_2", 65, 90, "lead")
+    np.save(project.path("poses/i3.npy"), np.random.default_rng(6).random((30, 33, 4)).astype(np.float32))
+    read.clear()
+    suggest(project, k=4)
+    assert sorted(read) == ["i3", "v1_2"]  # moved frames, a new pose file: read again; no other clip
+
+
+def test_the_label_reads_of_choice_and_quality_equal_consensus_labels_after_random_writes(data_dir):
+    import random
+
+    from tests.conftest import add_video_and_imports
+    from tests.test_store_scale import _random_write
+
+    project = Project.open(data_dir)
+    add_video_and_imports(project, repetitions=8, imported=4)
+    rng = random.Random(7)
+    for step in range(80):
+        _random_write(project, rng, step)
+        consensus = {cid: e["label"] for cid, e in store.consensus_labels(project).items() if e["label"]}
+        assert store.consensus_label_of(project) == consensus
+        exercise = {c["id"]: c["exercise"] for c in store.list_clips(project)}
+        assert store.dataset_labels(project) == {cid: (label, exercise[cid]) for cid, label in consensus.items()
+                                                 if cid in exercise}
+    assert len(store.dataset_labels(project)) > 3  # the walk labelled some clips

@@ -1,6 +1,7 @@
 """Benchmark: in headless Chromium, from a verdict key to the next clip on screen, on a project of 10,000 real
 video clips (bar: median 150 ms, p95 300 ms), for the Label page and for the page before the in-browser labeller
-(git commit BEFORE); then four coaches labelling at once against one server (keys lost, waits).
+(git commit BEFORE); then four coaches labelling at once against one server (keys lost, waits, the server's
+CPU time per verdict).
 
 Each figure is measured in the page: from the key's event time to the next clip's id on screen (the labeller's
 data-clip-id; the old page's "Clip <id> · ..." caption) and to the first frame of the next clip's video on screen:
@@ -129,6 +130,22 @@ def serve(project_root: Path, script: str, port: int) -> subprocess.Popen:
     raise RuntimeError("streamlit did not start")
 
 
+def stop(server: subprocess.Popen) -> None:
+    """Stop a server started by serve (killed when it does not stop within 30 s: a loaded machine)."""
+    server.terminate()
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(10)
+
+
+def server_cpu(server: subprocess.Popen) -> float:
+    """CPU seconds the server process has used so far (user and system, all its threads; Linux /proc)."""
+    fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def sign_in(page, url: str, name: str) -> None:
     page.goto(url)
     page.get_by_role("button", name="Start labelling").wait_for()
@@ -204,8 +221,11 @@ def run_page(url: str, verdicts: int, pace: float, old_page: bool) -> list[dict]
     return results
 
 
-def run_load(url: str, project_root: Path, coaches: int, verdicts: int, pace: float) -> None:
-    """`coaches` browsers on one server, keys round robin at `pace` per coach; then every key's verdict must be in."""
+def run_load(url: str, project_root: Path, coaches: int, verdicts: int, pace: float,
+             server: subprocess.Popen | None = None) -> None:
+    """`coaches` browsers on one server, keys round robin at `pace` per coach; then every key's verdict must be in.
+    With the `server` process, also its CPU time from the first key until every verdict is in, per verdict (the
+    server's whole handling of the labeller's messages: Streamlit's part too)."""
     from playwright.sync_api import sync_playwright
 
     from curation import store
@@ -223,6 +243,7 @@ def run_load(url: str, project_root: Path, coaches: int, verdicts: int, pace: fl
             pages.append(page)
         waits, dropped = [], []
         started = time.time()
+        cpu = server_cpu(server) if server else 0.0
         for i in range(verdicts):
             round_start = time.time()
             for page in pages:
@@ -238,6 +259,7 @@ def run_load(url: str, project_root: Path, coaches: int, verdicts: int, pace: fl
                 break
             pages[0].wait_for_timeout(500)
         all_in = time.time() - started
+        cpu = server_cpu(server) - cpu if server else None
         browser.close()
     lost = sum(max(0, verdicts - v) for v in saved.values())
     print(f"\n== {coaches} coaches at once on one server, {verdicts} verdicts each by keyboard ==")
@@ -245,6 +267,9 @@ def run_load(url: str, project_root: Path, coaches: int, verdicts: int, pace: fl
     print(f"keys that showed no next clip: {len(dropped)}; verdicts missing at the server: {lost} of "
           f"{coaches * verdicts}; verdicts saved per coach: {saved}; "
           f"all saved {all_in:.1f} s after the first key")
+    if cpu is not None:
+        print(f"server CPU from the first key until all were saved: {cpu:.1f} s, "
+              f"{1000 * cpu / (coaches * verdicts):.0f} ms per verdict")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -283,16 +308,14 @@ def main(argv: list[str] | None = None) -> dict:
                 url = f"http://127.0.0.1:{8600 + k}" + ("/Label" if not is_old else "")
                 out[name] = figures(name, run_page(url, n_verdicts, args.pace, is_old))
             finally:
-                server.terminate()
-                server.wait(10)
+                stop(server)
         root = Path(tmp) / "load"
         shutil.copytree(template, root)
         server = serve(root, str(ROOT / "app.py"), 8610)
         try:
-            run_load("http://127.0.0.1:8610/Label", root, coaches, each, args.pace)
+            run_load("http://127.0.0.1:8610/Label", root, coaches, each, args.pace, server)
         finally:
-            server.terminate()
-            server.wait(10)
+            stop(server)
     return out
 
 

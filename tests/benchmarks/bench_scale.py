@@ -89,25 +89,22 @@ def store_verdict_times(project, n_verdicts: int) -> list[float]:
 
 
 def verdict_times(n_verdicts: int) -> list[float]:
-    """Script runs of the Label page, each saving a verdict and showing the next clip (ms); none when the page
-    has no verdict buttons to click (a page that sends verdicts from the browser)."""
-    from streamlit.testing.v1 import AppTest
+    """The Label page's handling of one verdict message of its in-browser labeller (ms, wall): the run of the
+    page's `labelling` fragment that the message causes (verdict saved, the clips the browser holds refilled and
+    claimed, the new clip's player built, the panels about the clip on screen laid out), driven through AppTest
+    as the browser sends it (tests/benchmarks/bench_label.verdict_runs: the labeller's value under its key, a
+    fragment run), after one full draw of the page (a server adds its gc.collect() per run: see bench_label).
+    Prints the median and p95, wall and CPU."""
+    from tests.benchmarks.bench_label import FragmentRuns, label_page, summary
+    from tests.benchmarks.bench_label import verdict_runs as runs_of
 
-    at = AppTest.from_file(str(ROOT / "pages" / "2_Label.py"), default_timeout=600)
-    at.session_state["annotator"] = "kim"
-    at.run()
-    times = []
-    for i in range(n_verdicts):
-        prefix = "label_correct_" if i % 2 else "label_incorrect_"
-        keys = [b.key for b in at.button if b.key and b.key.startswith(prefix)]
-        if not keys:
-            return []
-        at.button(key=keys[0]).click()
-        t0 = time.perf_counter()
-        at.run()
-        times.append((time.perf_counter() - t0) * 1000)
-    assert not at.exception, at.exception
-    return times
+    with FragmentRuns() as runs:
+        walls, cpus, shown = runs_of(runs, label_page(), n_verdicts)
+    assert len(set(shown)) == n_verdicts  # each verdict brought another clip
+    (median, p95), (cpu_median, cpu_p95) = summary(walls), summary(cpus)
+    print(f"verdict message (Label page fragment run), {n_verdicts} verdicts: wall median {median:.1f} ms, "
+          f"p95 {p95:.1f} ms; CPU median {cpu_median:.1f} ms, p95 {cpu_p95:.1f} ms")
+    return walls
 
 
 def warm_up(pages: tuple[str, ...]) -> None:
@@ -123,17 +120,24 @@ def warm_up(pages: tuple[str, ...]) -> None:
 def first_draws(project, pages: tuple[str, ...]) -> dict[str, float]:
     """Each page's first script run for a new session right after a write (ms; every kept read stale, as after
     another coach's verdict), wall and CPU time of this process (the script's thread included: less disturbed
-    by other work on a shared machine); modules are imported already, as in a running app."""
+    by other work on a shared machine); modules are imported already, as in a running app. The Dataset page
+    once per tab (the first, Clips, under the page's name)."""
     from streamlit.testing.v1 import AppTest
 
     out = {}
     empty = project.root / "empty_page.py"  # AppTest's own cost of a first run, to read the others against
     empty.write_text("import streamlit as st\n\nst.write('empty')\n")
-    for page in (str(empty), *pages):
+    draws = [(str(empty), None)] + [(page, None) for page in pages]
+    if "pages/3_Dataset.py" in pages:  # its tabs after the first, each drawn only while open
+        draws += [("pages/3_Dataset.py", tab)
+                  for tab in ("Videos", "Agreement", "Import / export", "Statistics", "Exercises & criteria")]
+    for page, tab in draws:
         _after_write(project, lambda: None)
         at = AppTest.from_file(str(ROOT / page), default_timeout=900)
         at.session_state["annotator"] = "kim"
-        name = "an empty page" if page == str(empty) else page
+        if tab is not None:
+            at.session_state["dataset_tab"] = tab
+        name = "an empty page" if page == str(empty) else page if tab is None else f"{page} · {tab}"
         cpu = time.process_time()
         out[name] = _ms(at.run)
         out[f"{name} (cpu)"] = (time.process_time() - cpu) * 1000
