@@ -11,8 +11,11 @@ left; two tabs of one coach may send one verdict twice, and it is recorded once.
 from __future__ import annotations
 
 import base64
+import html
 import math
 import re
+
+import numpy as np
 
 from curation import store
 from curation.kinematics import COMPONENTS
@@ -174,28 +177,52 @@ def player_key(clip: dict, show_skeleton: bool, explained: bool = False) -> str:
 
 def player_page(project: Project, clip: dict, video: dict | None, joints: list[str], show_skeleton: bool,
                 height: int, attention=None, joint_weights=None) -> tuple[str, str | None]:
-    """The clip player's page (curation.player) with the clip's video embedded, and a warning when the video file
-    is missing (then the skeleton only). Embedded rather than linked: the page is complete when it arrives, so a
-    clip held ready plays at once, and no new route serves clip files outside the app's sign-in."""
+    """The clip player's page (curation.player) with the clip's video embedded, and a warning when part of the
+    clip cannot be shown: a missing or uncuttable video (then the skeleton only), a pose file that cannot be read
+    (then the video only, no skeleton or angles). The warning is also written at the top of the player page
+    itself, so it is seen whenever the clip comes on screen, even from the browser's held clips. Embedded rather
+    than linked: the page is complete when it arrives, so a clip held ready plays at once, and no new route serves
+    clip files outside the app's sign-in."""
     from curation.clipmedia import MissingVideo, clip_video
     from curation.dataset import clip_aspect, load_clip_landmarks
     from curation.kinematics import ANGLES, joint_angles
     from curation.player import player_html
 
-    landmarks = load_clip_landmarks(project, clip)
+    problems = []
+    try:
+        landmarks = load_clip_landmarks(project, clip)
+        if landmarks.ndim != 3 or landmarks.shape[1:] != (33, 4):
+            raise ValueError(f"an array of shape {landmarks.shape}, not (frames, 33, 4)")
+    except (OSError, ValueError, EOFError, KeyError) as exc:  # missing, truncated, not an array, wrong shape
+        problems.append(f"The pose of this clip cannot be read ({_reason(exc)}); showing the video without "
+                        "skeleton or angles. Judge it from the video, or exclude the clip.")
+        landmarks = np.full((max(int(clip["end_frame"]) - int(clip["start_frame"]), 1), 33, 4), np.nan, np.float32)
     aspect = clip_aspect(clip, video)
     all_angles = joint_angles(landmarks, aspect)
     names = [j for j in joints if j in ANGLES] or ["left_knee", "right_knee", "left_elbow", "right_elbow"]
     angles = {name: all_angles[:, list(ANGLES).index(name)] for name in names}
-    warning = None
     try:
         path = clip_video(project, clip, video)
     except MissingVideo as exc:
-        warning = f"The video file is missing ({exc}); showing the skeleton only."
+        problems.append(f"The video file is missing ({exc}); showing the skeleton only.")
+        path = None
+    except (OSError, ValueError) as exc:  # a damaged video ffmpeg cannot cut, bounds past its end
+        problems.append(f"The video of this clip cannot be cut ({_reason(exc)}); showing the skeleton only.")
         path = None
     b64 = base64.b64encode(path.read_bytes()).decode() if path else None
-    return player_html(landmarks, clip["fps"], angles, b64, aspect, height, show_skeleton,
-                       attention=attention, joint_weights=joint_weights), warning
+    page = player_html(landmarks, clip["fps"], angles, b64, aspect, height, show_skeleton,
+                       attention=attention, joint_weights=joint_weights)
+    warning = " ".join(problems) or None
+    if warning:
+        page = page.replace("<body>", '<body><p style="margin:0 0 4px;padding:4px 8px;background:#fff3cd;color:#5c4400;'
+                                      f'border-radius:4px">{html.escape(warning)}</p>', 1)
+    return page, warning
+
+
+def _reason(exc: BaseException) -> str:
+    """One short line of an exception, for a coach."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def card(clip: dict, exercise: dict, key: str, opinion: dict | None = None) -> dict:

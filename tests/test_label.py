@@ -470,3 +470,27 @@ def test_the_dataset_page_filters_by_coach_complexity_and_restores_an_excluded_c
     assert list(at.dataframe[0].value.clip_id) == [first]
     at.button(key="dataset_restore").click().run()
     assert store.exclusions(sample) == [] and store.excluded_clip_ids(sample) == set()
+
+
+@pytest.mark.parametrize("damage", ["not an array", "missing", "wrong shape"])
+def test_a_clip_whose_pose_cannot_be_read_is_shown_from_its_video_with_a_warning_and_judged(sample, damage):
+    at = page(LABEL, coach="kim")
+    first, second = labeller_data(at)["queue"][:2]
+    clip = store.get_clip(sample, first["id"])
+    pose = sample.path(clip["pose_path"])
+    if damage == "not an array":
+        pose.write_bytes(b"a coach's notes saved under the wrong name\n" * 10)
+    elif damage == "missing":
+        pose.unlink()
+    else:
+        np.save(pose, np.zeros((60, 17, 3), np.float32))
+    at = page(LABEL, coach="kim")  # a new session: the page is built again with the damaged clip first
+    assert not at.exception, at.exception
+    data = labeller_data(at)
+    assert [c["id"] for c in data["queue"][:2]] == [first["id"], second["id"]]  # the queue goes on
+    players = {c["id"]: data["players"][c["player"]] for c in data["queue"][:2]}
+    assert "The pose of this clip cannot be read" in players[first["id"]]
+    assert "cannot be read" not in players[second["id"]]
+    assert any("The pose of this clip cannot be read" in w.value for w in at.warning)
+    judge(at, "incorrect")  # the coach judges it from the video
+    assert [e["verdict"] for e in events_of(sample, "kim")] == ["incorrect"]
