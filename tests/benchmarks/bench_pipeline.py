@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         long = ingest_in_child(long_video, tmp / "p2")
     print(f"\n== video to clips: {seconds:.0f} s of 1280x720 at 30 fps ==")
     print(f"wall time {short['wall_s']:.1f} s for {short['frames']} frames -> {short['clips']} clips "
-          f"(bar: <= 30 s for 60 s; ratio to bar {short['wall_s'] / (30 * seconds / 60):.2f})")
+          f"(bar: <= 20 s for 60 s; ratio to bar {short['wall_s'] / (20 * seconds / 60):.2f})")
     print(f"real-time factor {seconds / short['wall_s']:.2f}x")
     print(f"\n== ingest peak memory ==")
     print(f"(python process; ffmpeg child peaks {short['ffmpeg_peak_mb']:.0f} / {long['ffmpeg_peak_mb']:.0f} MB)")
