@@ -97,6 +97,10 @@ def _runs_options(sub) -> None:
     p.add_argument("--name", help="a short name (at most 80 characters; \"\" clears it)")
     p.add_argument("--note", help="a note on the run (at most 1000 characters; \"\" clears it)")
     p.add_argument("--by", default="command line", help="who names it (recorded with the name)")
+    p = sub.add_parser("compare", parents=[common_options()],
+                       help="two runs side by side: settings, label sets, metrics (B minus A), changed verdicts")
+    p.add_argument("a", metavar="A", help="a run id from `python -m model runs`")
+    p.add_argument("b", metavar="B", help="another run id")
     p = sub.add_parser("delete", parents=[common_options()],
                        help="delete a run for good (its folder; recorded in the audit log); needs --yes")
     p.add_argument("run", metavar="RUN", help="a run id from `python -m model runs`")
@@ -276,6 +280,26 @@ def _delete(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     return {"deleted": gone, "current": chosen.run_id, "reason": chosen.reason}, 0
 
 
+def _compare(project: Project, args: argparse.Namespace) -> tuple[object, int]:
+    from model.compare import compare
+
+    c = compare(project, args.a, args.b)
+    print(f"A = {c.a}, B = {c.b} (differences are B minus A)")
+    for row in c.settings:
+        if not row["same"]:
+            print(f"  setting {row['setting']}: {row['a']} -> {row['b']}")
+    print(f"  label sets: {len(c.only_a)} clips only in A, {len(c.only_b)} only in B, {len(c.relabelled)} relabelled"
+          + (f" ({c.holdout_note})" if c.holdout_note else ""))
+    for row in c.metrics:
+        if row["metric"] in ("macro_f1", "balanced_accuracy", "auc", "ece"):
+            print(f"  {row['metric']:<18} A {_fmt(row['a'])}  B {_fmt(row['b'])}  B-A {_fmt(row['diff'])}")
+    for row in c.per_exercise:
+        print(f"  {row['exercise']:<18} macro-F1 A {_fmt(row['macro_f1_a'])} (n {row['n_a']})  "
+              f"B {_fmt(row['macro_f1_b'])} (n {row['n_b']})  B-A {_fmt(row['diff'])}")
+    print(f"  verdicts: {len(c.changed)} of the {c.n_both} clips both runs judged changed")
+    return c.as_dict(), 0
+
+
 def _explain(project: Project, args: argparse.Namespace) -> tuple[object, int]:
     from model.runs import explain_clip
 
@@ -319,13 +343,14 @@ def _assess(project: Project, args: argparse.Namespace) -> tuple[object, int]:
 
 
 COMMANDS = {"runs": _runs, "assess": _assess, "promote": _promote, "name": _name, "delete": _delete,
-            "train": _train, "suggest": _suggest, "simulate": _simulate, "explain": _explain}
+            "compare": _compare, "train": _train, "suggest": _suggest, "simulate": _simulate, "explain": _explain}
 
 
 def main(argv: list[str] | None = None) -> int:
     from curation.pipeline import USER_ERRORS as INGEST_ERRORS
     from model.active import EmptyPool, PoolExhausted
     from model.assess import NoRepetition, UnknownExerciseName
+    from model.compare import SameRun
     from model.runs import ClipNotFound, RunNotFound, RunTextRefused, UnknownExercise
     from model.simulate import SimulationRefused
     from model.suggest import UnknownStrategy
@@ -334,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(build_parser().parse_args(argv), COMMANDS,
                        (*INGEST_ERRORS, NoRepetition, UnknownExerciseName, TrainingRefused, BadRunConfig, UnknownModel, SimulationRefused, EmptyPool, PoolExhausted,
                         RunNotFound, UnknownStrategy, ClipNotFound, UnknownExercise, PromoteUsage,
-                        RunTextRefused, RegistryUsage))
+                        RunTextRefused, RegistryUsage, SameRun))
 
 
 if __name__ == "__main__":

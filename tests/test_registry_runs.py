@@ -280,6 +280,24 @@ def test_cli_names_and_deletes_only_with_confirmation(project, two_runs, tmp_pat
     assert "no finished run" in capsys.readouterr().err
 
 
+def test_cli_compares_two_runs_as_the_train_page_does(project, two_runs, tmp_path, capsys):
+    _, a, b, relabelled, _ = two_runs
+    data = ["--data", str(project.root)]
+    out = tmp_path / "compare.json"
+    assert model_cli(["compare", a["run_id"], b["run_id"], *data, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    got = json.loads(out.read_text())
+    want = compare.compare(project, a["run_id"], b["run_id"]).as_dict()
+    assert json.dumps(got, sort_keys=True) == json.dumps(json.loads(json.dumps(want, default=str)), sort_keys=True)
+    assert sorted(r["clip_id"] for r in got["relabelled"]) == relabelled
+    assert f"A = {a['run_id']}, B = {b['run_id']}" in printed and f"{len(relabelled)} relabelled" in printed
+    assert "setting train.folds" in printed or "setting folds" in printed  # 3 folds against 4
+    assert model_cli(["compare", a["run_id"], a["run_id"], *data]) == 2
+    assert "two different runs" in capsys.readouterr().err
+    assert model_cli(["compare", a["run_id"], "no-such-run", *data]) == 2
+    assert "no finished run" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- the Train page
 
 
