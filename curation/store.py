@@ -757,7 +757,6 @@ def m015_scale(conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE TRIGGER {name} {body}")
 
 
-
 @migration
 def m016_dataset_rows(conn: sqlite3.Connection) -> None:
     """A derived table that keeps the Dataset page's and the Home page's aggregates fast at 100,000 clips (issue 13).
@@ -3043,7 +3042,6 @@ def _dataset_refresh(clip: str) -> str:
             f"INSERT INTO dataset_rows {_dataset_row_select(f'c.id = {clip}')};")
 
 
-
 # @section labeller server (session 5)
 
 
@@ -3075,5 +3073,5 @@ def dataset_labels(project: Project) -> dict[str, tuple[str, str]]:
     have a consensus label."""
     with connect(project) as db:
         return {clip_id: (label, exercise) for clip_id, label, exercise in db.conn.execute(
-            "SELECT l.clip_id, l.label, q.exercise FROM clip_labels l CROSS JOIN clip_queue q ON q.clip_id = l.clip_id "
-            "WHERE l.label IS NOT NULL AND q.active = 1 AND q.clip_id NOT IN (SELECT clip_id FROM excluded_clips)")}
+            "SELECT clip_id, state, exercise FROM dataset_rows WHERE active = 1 AND excluded = 0 "
+            "AND state IN ('correct', 'incorrect')")}  # m016's state: the consensus label where there is one

@@ -19,11 +19,10 @@ project = ui.project()
 st.title("Train and evaluate")
 
 # ------------------------------------------------------------------ label counts and settings
-# Counted in SQL over the dataset's clips (replaced and excluded clips never train): those with a consensus label,
-# i.e. every label state but disputed (a tie) and unlabelled.
+# Counted in SQL over the dataset's clips (replaced and excluded clips never train): those with a consensus label.
 balance = store.label_balance(project)
-labelled = sum(r["clips"] for r in balance if r["label"] not in ("disputed", "unlabelled"))
 counts = {lab: sum(r["clips"] for r in balance if r["label"] == lab) for lab in ("correct", "incorrect")}
+labelled = counts["correct"] + counts["incorrect"]
 a, b, c = st.columns(3)
 a.metric("Labelled clips", labelled)
 b.metric("Correct", counts["correct"])

@@ -494,3 +494,18 @@ def test_a_clip_whose_pose_cannot_be_read_is_shown_from_its_video_with_a_warning
     assert any("The pose of this clip cannot be read" in w.value for w in at.warning)
     judge(at, "incorrect")  # the coach judges it from the video
     assert [e["verdict"] for e in events_of(sample, "kim")] == ["incorrect"]
+
+
+def test_a_clip_whose_video_cannot_be_cut_is_still_shown_and_judged(project):
+    from tests.conftest import add_two_clip_video
+
+    add_two_clip_video(project)  # its pose track was never written either
+    (project.root / "videos").mkdir(exist_ok=True)
+    (project.root / "videos" / "v1.mp4").write_bytes(b"not a video at all\n" * 50)
+    at = page(LABEL, coach="kim")
+    assert not at.exception, at.exception
+    data = labeller_data(at)
+    player = data["players"][data["queue"][0]["player"]]
+    assert "The video of this clip cannot be cut" in player and "The pose of this clip cannot be read" in player
+    judge(at, "correct")
+    assert [e["verdict"] for e in events_of(project, "kim")] == ["correct"]
